@@ -1,0 +1,3 @@
+"""enginescope.containers."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""enginescope.engines."""
+
+__all__: list[str] = []

@@ -1,0 +1,102 @@
+"""Errors raised by the engine domain. All derive from :class:`EngineScopeError`."""
+
+from __future__ import annotations
+
+from enginescope.errors import EngineScopeError
+
+__all__ = [
+    "AgentNotFoundError",
+    "EngineBusyError",
+    "EngineClosedError",
+    "EngineScopeError",
+    "ExecutionEngineFactoryError",
+    "FactoryNotConfiguredError",
+    "FactoryShutdownError",
+    "InvalidContextError",
+    "UserEngineLimitError",
+]
+
+
+class InvalidContextError(EngineScopeError, ValueError):
+    """A user context failed validation; ``field`` names the offending field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(
+            f"Invalid user context: {field!r} {reason}; build the context from the "
+            "authenticated request's real identifiers."
+        )
+
+
+class ExecutionEngineFactoryError(EngineScopeError):
+    """The execution engine factory could not do what was asked."""
+
+
+class UserEngineLimitError(ExecutionEngineFactoryError):
+    """A user already holds ``limit`` active engines."""
+
+    def __init__(self, user_id: str, active: int, limit: int) -> None:
+        self.user_id = user_id
+        self.active = active
+        self.limit = limit
+        super().__init__(
+            f"User {user_id!r} already has {active} active engines ({active}/{limit}); "
+            "close one or raise max_engines_per_user."
+        )
+
+
+class FactoryShutdownError(ExecutionEngineFactoryError):
+    """The factory has been shut down and accepts no new work."""
+
+    def __init__(self, action: str = "create an engine") -> None:
+        self.action = action
+        super().__init__(
+            f"Cannot {action}: the ExecutionEngineFactory has been shut down; "
+            "configure or build a new factory."
+        )
+
+
+class FactoryNotConfiguredError(ExecutionEngineFactoryError, RuntimeError):
+    """The module-level factory was used before it was configured."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "No ExecutionEngineFactory is configured; call "
+            "configure_execution_engine_factory(websocket_bridge) at startup."
+        )
+
+
+class AgentNotFoundError(EngineScopeError, LookupError):
+    """No agent is registered under ``agent_name``."""
+
+    def __init__(self, agent_name: str, known: tuple[str, ...] = ()) -> None:
+        self.agent_name = agent_name
+        self.known = known
+        hint = f"registered agents: {', '.join(known)}" if known else "no agents are registered"
+        super().__init__(
+            f"Unknown agent {agent_name!r} ({hint}); register it with "
+            "AgentRegistry.register(name, agent)."
+        )
+
+
+class EngineClosedError(EngineScopeError, RuntimeError):
+    """The engine was cleaned up and cannot run agents any more."""
+
+    def __init__(self, engine_id: str) -> None:
+        self.engine_id = engine_id
+        super().__init__(
+            f"Engine {engine_id!r} is closed; create a new engine for this user context."
+        )
+
+
+class EngineBusyError(EngineScopeError, RuntimeError):
+    """The engine already runs its maximum number of concurrent agent runs."""
+
+    def __init__(self, engine_id: str, limit: int) -> None:
+        self.engine_id = engine_id
+        self.limit = limit
+        super().__init__(
+            f"Engine {engine_id!r} already runs {limit} agents ({limit}/{limit}); "
+            "wait for one to finish or raise max_concurrent_runs."
+        )

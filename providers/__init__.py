@@ -1,0 +1,3 @@
+"""enginescope.providers."""
+
+__all__: list[str] = []
