@@ -1,0 +1,209 @@
+"""The current scope: a ``ContextVar`` holding a ``Scope``, entered with ``scope(value)``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import Any, TypeAlias
+
+from enginescope.providers._finalizers import Finalizer
+from enginescope.providers._teardown import (
+    Outcome,
+    raise_outcome,
+    run_shielded,
+    teardown_async,
+    teardown_sync,
+)
+from enginescope.providers.errors import NoActiveScopeError, ScopeClosedError, ScopeUsageError
+
+__all__ = [
+    "Scope",
+    "ScopeContextManager",
+    "current_scope_value",
+    "get_current_scope",
+    "require_open_scope",
+    "scope",
+]
+
+logger = logging.getLogger(__name__)
+
+ExcType: TypeAlias = type[BaseException] | None
+
+_CURRENT: ContextVar[Scope | None] = ContextVar("enginescope_scope", default=None)
+
+
+class Scope:
+    """One level of scoping: a value, a parent, cached instances and their finalizers.
+
+    Instances are cached per provider in this scope only; a child scope never sees its
+    parent's instances. A scope belongs to one event loop and is not thread-safe.
+    """
+
+    __slots__ = ("_finalizers", "_instances", "_pending", "_torn_down", "closed", "parent", "value")
+
+    def __init__(self, value: object, parent: Scope | None = None) -> None:
+        self.value = value
+        self.parent = parent
+        self.closed = False
+        # Read directly by Scoped's warm path: provider -> instance (or done future).
+        self._instances: dict[object, Any] = {}
+        self._pending: dict[object, asyncio.Task[Any]] = {}
+        self._finalizers: list[Finalizer] = []
+        self._torn_down = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return (
+            f"<Scope value={self.value!r} depth={self.depth} instances={len(self._instances)} "
+            f"finalizers={len(self._finalizers)} {state}>"
+        )
+
+    @property
+    def depth(self) -> int:
+        """How many scopes enclose this one (0 for an outermost scope)."""
+        return 0 if self.parent is None else self.parent.depth + 1
+
+    def store(self, key: object, value: Any, finalizer: Finalizer | None) -> None:
+        """Cache a freshly created instance and remember how to release it."""
+        self.add_finalizer(finalizer)
+        self._instances[key] = value
+
+    def add_finalizer(self, finalizer: Finalizer | None) -> None:
+        """Remember a finalizer; it runs newest first when the scope closes."""
+        if finalizer is None:
+            return
+        if self._torn_down:
+            raise ScopeUsageError(f"{finalizer.owner} finished creating after {self!r} closed.")
+        self._finalizers.append(finalizer)
+
+    def pending(self, key: object) -> asyncio.Task[Any] | None:
+        """Return the in-flight async creation for ``key``, if any."""
+        return self._pending.get(key)
+
+    def start(self, key: object, task: asyncio.Task[Any]) -> None:
+        """Track an async creation until it settles (cached on success, evicted on failure)."""
+        self._pending[key] = task
+        task.add_done_callback(lambda done: self._settle(key, done))
+
+    def _settle(self, key: object, task: asyncio.Task[Any]) -> None:
+        if self._pending.get(key) is task:
+            del self._pending[key]
+        if task.cancelled() or task.exception() is not None:
+            logger.debug("Scoped creation failed; evicted", extra={"provider": repr(key)})
+        elif not self.closed:
+            self._instances[key] = task
+
+    def _close(self) -> None:
+        self.closed = True
+        self._instances.clear()
+
+    def _exit_sync(self, exc: BaseException | None) -> Outcome:
+        self._close()
+        outcome = teardown_sync(self._finalizers, self._pending, exc)
+        self._torn_down = True
+        return outcome
+
+    async def _exit_async(self, exc: BaseException | None) -> Outcome:
+        self._close()
+        try:
+            return await run_shielded(lambda: teardown_async(self._finalizers, self._pending, exc))
+        finally:
+            self._torn_down = True
+
+
+class ScopeContextManager:
+    """Enters a child of the current scope with ``with`` or ``async with``; single use."""
+
+    __slots__ = ("_scope", "_token", "_value")
+
+    def __init__(self, value: object) -> None:
+        self._value = value
+        self._scope: Scope | None = None
+        self._token: Token[Scope | None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<ScopeContextManager value={self._value!r} scope={self._scope!r}>"
+
+    def _enter(self) -> Scope:
+        if self._scope is not None:
+            raise ScopeUsageError(f"{self!r} was already entered; call scope(value) again.")
+        self._scope = Scope(self._value, parent=_CURRENT.get())
+        self._token = _CURRENT.set(self._scope)
+        logger.debug("Scope entered", extra={"scope": repr(self._scope)})
+        return self._scope
+
+    def _leave(self) -> Scope:
+        if self._scope is None or self._token is None:
+            raise ScopeUsageError(f"{self!r} was exited without being entered.")
+        return self._scope
+
+    def _reset(self, scope: Scope, outcome: Outcome, exc: BaseException | None) -> None:
+        assert self._token is not None  # noqa: S101 - set by _enter, checked by _leave
+        _CURRENT.reset(self._token)
+        logger.debug(
+            "Scope exited",
+            extra={"scope": repr(scope), "failures": len(outcome.failures), "error": repr(exc)},
+        )
+        raise_outcome(repr(scope), outcome, exc)
+
+    def __enter__(self) -> Scope:
+        return self._enter()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        scope = self._leave()
+        self._reset(scope, scope._exit_sync(exc), exc)
+
+    async def __aenter__(self) -> Scope:
+        return self._enter()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        scope = self._leave()
+        self._reset(scope, await scope._exit_async(exc), exc)
+
+
+def scope(value: object) -> ScopeContextManager:
+    """Return a context manager that enters a child scope of the current one with ``value``.
+
+    ``with scope(ctx):`` or ``async with scope(ctx):``. On exit the scope closes first, then
+    its finalizers run newest first, each given the exception leaving the body. Finalizer
+    failures are raised together as ``ScopeTeardownError`` (``__cause__``: the body's error);
+    a cancellation always propagates after every finalizer ran. A sync ``with`` cannot run
+    async finalizers: they are reported as ``ScopeUsageError`` inside the group.
+    """
+    return ScopeContextManager(value)
+
+
+def get_current_scope() -> Scope | None:
+    """Return the scope of the current context, or ``None`` outside every scope."""
+    return _CURRENT.get()
+
+
+def require_open_scope(requester: object) -> Scope:
+    """Return the current scope, or raise if there is none or it has closed."""
+    current = _CURRENT.get()
+    if current is None:
+        raise NoActiveScopeError(_name(requester))
+    if current.closed:
+        raise ScopeClosedError(_name(requester), repr(current))
+    return current
+
+
+def _name(requester: object) -> str:
+    return requester if isinstance(requester, str) else repr(requester)
+
+
+def current_scope_value() -> object:
+    """Return the value of the current open scope (``NoActiveScopeError`` outside one)."""
+    return require_open_scope("current_scope_value()").value

@@ -1,0 +1,128 @@
+"""``Scoped``: a dependency-injector provider with one instance per scope."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+from dependency_injector import providers
+from enginescope.providers._finalizers import acquire_async, acquire_sync, needs_async
+from enginescope.providers.errors import ScopeUsageError
+from enginescope.providers.scope import _CURRENT, Scope, require_open_scope
+
+__all__ = ["Scoped"]
+
+T = TypeVar("T")
+
+
+class Scoped(providers.Provider[T]):
+    """Provide one instance of ``provides(*args, **kwargs)`` per scope.
+
+    ``provides`` may be a sync or async callable, a generator or async generator function
+    (the code after ``yield`` is the teardown) or return a (async) context manager, which is
+    entered. Injected providers are resolved by an inner ``providers.Callable``, so async
+    dependencies are awaited for you. Async creations are cached as a future, so concurrent
+    first resolves share one instance; a failed creation is evicted and retried next time.
+    An override bypasses the scope cache.
+    """
+
+    __slots__ = ("_callable",)
+
+    def __init__(self, provides: Any = None, *args: Any, **kwargs: Any) -> None:
+        self._callable: providers.Callable[Any] = providers.Callable(provides, *args, **kwargs)
+        super().__init__()
+
+    def __repr__(self) -> str:
+        provides = self.provides
+        name = getattr(provides, "__qualname__", None) or repr(provides)
+        return (
+            f"<Scoped {name} args={len(self.args)} kwargs={sorted(self.kwargs)} at {id(self):#x}>"
+        )
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+    def __deepcopy__(self, memo: dict[Any, Any] | None) -> Scoped[T]:
+        memo = {} if memo is None else memo
+        copied = memo.get(id(self))
+        if copied is not None:
+            return copied  # type: ignore[no-any-return]
+        copied = self.__class__()
+        memo[id(self)] = copied
+        provides = self.provides
+        if providers.is_provider(provides):
+            provides = providers.deepcopy(provides, memo)
+        copied._callable = providers.Callable(
+            provides,
+            *providers.deepcopy(self.args, memo),
+            **providers.deepcopy(self.kwargs, memo),
+        )
+        self._copy_overridings(copied, memo)
+        return copied
+
+    @property
+    def provides(self) -> Any:
+        """The callable that creates the instance."""
+        return self._callable.provides
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """Positional injections."""
+        return self._callable.args
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword injections."""
+        return self._callable.kwargs
+
+    @property
+    def related(self) -> Iterator[providers.Provider[Any]]:
+        """The injected providers, then the overriding ones."""
+        yield from self._callable.related
+        yield from super().related
+
+    def _provide(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        current = _CURRENT.get()
+        if current is not None and not (args or kwargs):
+            try:
+                return current._instances[self]
+            except KeyError:
+                pass
+        return self._create(args, kwargs)
+
+    def _create(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if args or kwargs:
+            raise ScopeUsageError(f"{self!r} takes no call arguments; inject them instead.")
+        current = require_open_scope(self)
+        pending = current.pending(self)
+        if pending is not None:
+            return asyncio.shield(pending)
+        raw = self._callable()
+        if needs_async(raw):
+            return self._start_async(current, raw)
+        value, finalizer = acquire_sync(raw, repr(self))
+        current.store(self, value, finalizer)
+        return value
+
+    def _start_async(self, current: Scope, raw: object) -> asyncio.Future[Any]:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            if inspect.iscoroutine(raw):
+                raw.close()
+            raise ScopeUsageError(f"{self!r} is async; resolve it with `await`.") from None
+        task = loop.create_task(self._create_async(current, raw), name=repr(self))
+        current.start(self, task)
+        return asyncio.shield(task)
+
+    async def _create_async(self, current: Scope, raw: object) -> Any:
+        value, finalizer = await acquire_async(raw, repr(self))
+        try:
+            current.add_finalizer(finalizer)
+        except ScopeUsageError:
+            if finalizer is not None:
+                await finalizer.release(None)
+            raise
+        return value
