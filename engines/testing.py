@@ -1,0 +1,167 @@
+"""Recording fakes for tests: a :class:`RecordingBridge` and a :class:`FakeSocket`.
+
+They record what they were asked to do, so a test can assert on it::
+
+    bridge = RecordingBridge()
+    emitter = UserWebSocketEmitter("u-1", "t-1", "r-1", bridge)
+    await emitter.notify_agent_started("triage")
+    assert ["agent_started"] == bridge.types_for("u-1")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["FakeSocket", "RecordingBridge"]
+
+
+def _snapshot(event: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``event`` that later mutation of the original cannot change."""
+    try:
+        return copy.deepcopy(dict(event))
+    except Exception:  # noqa: BLE001 - an uncopyable event is still recorded, shallowly
+        return dict(event)
+
+
+class RecordingBridge:
+    """A :class:`~enginescope.engines.bridge.WebSocketBridge` that records every event.
+
+    ``connections`` is what ``send_to_user`` reports (set it to 0 for "user offline", or
+    per user with :meth:`set_connections`); :meth:`fail_with` makes every send raise.
+    """
+
+    def __init__(self, *, connections: int = 1, fail_with: BaseException | None = None) -> None:
+        self.connections = connections
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.attempts = 0
+        self._failure = fail_with
+        self._per_user: dict[str, int] = {}
+        self._recorded = asyncio.Event()
+
+    def __repr__(self) -> str:
+        users = len({user_id for user_id, _ in self.events})
+        return f"<RecordingBridge events={len(self.events)} users={users}>"
+
+    async def send_to_user(self, user_id: str, event: Mapping[str, Any]) -> int:
+        """Record ``(user_id, event)`` and report the configured connection count."""
+        self.attempts += 1
+        if self._failure is not None:
+            raise self._failure
+        self.events.append((user_id, _snapshot(event)))
+        self._recorded.set()
+        return self._per_user.get(user_id, self.connections)
+
+    def fail_with(self, error: BaseException | None = None) -> None:
+        """Make later sends raise ``error`` (a ``ConnectionError`` by default)."""
+        self._failure = error if error is not None else ConnectionError("bridge is down")
+
+    def recover(self) -> None:
+        """Make later sends succeed again."""
+        self._failure = None
+
+    def set_connections(self, count: int, user_id: str | None = None) -> None:
+        """Report ``count`` connections for ``user_id`` (or for every user)."""
+        if user_id is None:
+            self.connections = count
+            self._per_user.clear()
+        else:
+            self._per_user[user_id] = count
+
+    def events_for(self, user_id: str) -> list[dict[str, Any]]:
+        """The events sent to ``user_id``, oldest first."""
+        return [event for recipient, event in self.events if recipient == user_id]
+
+    def types_for(self, user_id: str) -> list[str]:
+        """The ``type`` of each event sent to ``user_id``, oldest first."""
+        return [str(event.get("type")) for event in self.events_for(user_id)]
+
+    def user_ids(self) -> list[str]:
+        """Every user that was sent an event, in order of their first event."""
+        return list(dict.fromkeys(user_id for user_id, _ in self.events))
+
+    def clear(self) -> None:
+        """Forget every recorded event."""
+        self.events.clear()
+        self.attempts = 0
+
+    async def wait_for_events(
+        self, count: int, *, user_id: str | None = None, timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """Wait until ``count`` events were recorded (for ``user_id``, or in total)."""
+
+        def recorded() -> list[dict[str, Any]]:
+            if user_id is None:
+                return [event for _, event in self.events]
+            return self.events_for(user_id)
+
+        async with asyncio.timeout(timeout):
+            while len(recorded()) < count:
+                self._recorded.clear()
+                await self._recorded.wait()
+        return recorded()
+
+
+class FakeSocket:
+    """A :class:`~enginescope.engines.bridge.SocketLike` that records what it is sent.
+
+    ``gate``: each send waits for this event first (a socket "blocked" until the test sets
+    it); ``delay``: seconds each send takes; ``fail_with``: sends raise it after
+    ``fail_after`` successful sends; ``close_error``: ``close()`` raises it.
+    """
+
+    def __init__(
+        self,
+        name: str = "socket",
+        *,
+        delay: float = 0.0,
+        gate: asyncio.Event | None = None,
+        fail_with: BaseException | None = None,
+        fail_after: int = 0,
+        close_error: BaseException | None = None,
+    ) -> None:
+        self.name = name
+        self.delay = delay
+        self.gate = gate
+        self.fail_with = fail_with
+        self.fail_after = fail_after
+        self.close_error = close_error
+        self.messages: list[Any] = []
+        self.close_codes: list[int] = []
+        self.attempts = 0
+        self.sending = asyncio.Event()  # set once a send has started
+
+    def __repr__(self) -> str:
+        return (
+            f"<FakeSocket {self.name!r} messages={len(self.messages)} "
+            f"closed={self.closed} close_codes={self.close_codes}>"
+        )
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return bool(self.close_codes)
+
+    async def send_json(self, data: Any) -> None:
+        """Wait for the gate and the delay, then record ``data`` (or fail as configured)."""
+        self.attempts += 1
+        self.sending.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail_with is not None and len(self.messages) >= self.fail_after:
+            raise self.fail_with
+        self.messages.append(data)
+
+    async def close(self, code: int = 1000) -> None:
+        """Record the close ``code`` (or raise ``close_error``)."""
+        self.close_codes.append(code)
+        if self.close_error is not None:
+            raise self.close_error
+
+    def types(self) -> list[str]:
+        """The ``type`` of each message received, oldest first."""
+        return [str(message.get("type")) for message in self.messages if isinstance(message, dict)]
