@@ -1,0 +1,239 @@
+"""The per-user execution engine: runs agents for one user context and nobody else."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .agents import AgentRegistry, AgentResult, AgentRun, UserAgents
+from .context import UserExecutionContext
+from .errors import EngineBusyError, EngineClosedError
+
+if TYPE_CHECKING:
+    from .emitter import UserWebSocketEmitter
+
+__all__ = ["DEFAULT_MAX_CONCURRENT_RUNS", "UserExecutionEngine", "new_engine_id"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_CONCURRENT_RUNS = 4
+_PROCESS_TAG = uuid.uuid4().hex[:12]
+_engine_numbers = itertools.count(1)
+
+OnClosed = Callable[["UserExecutionEngine"], Awaitable[None]]
+
+
+def new_engine_id() -> str:
+    """A process-unique, replica-unique engine id: a random process tag and a counter.
+
+    Never time-based, so two engines created in the same instant cannot collide.
+    """
+    return f"eng-{_PROCESS_TAG}-{next(_engine_numbers)}"
+
+
+class UserExecutionEngine:
+    """Runs agents for exactly one :class:`UserExecutionContext`.
+
+    Every event goes through the engine's own :class:`UserWebSocketEmitter`, which can only
+    address this engine's user. ``cleanup()`` cancels running agents, closes the emitter,
+    marks the engine inactive and tells its factory; it is idempotent.
+    """
+
+    def __init__(
+        self,
+        context: UserExecutionContext,
+        websocket_emitter: UserWebSocketEmitter,
+        *,
+        agents: UserAgents | AgentRegistry | None = None,
+        database_session_manager: Any = None,
+        redis_manager: Any = None,
+        engine_id: str | None = None,
+        max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS,
+        agent_timeout_seconds: float | None = None,
+        on_closed: OnClosed | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if isinstance(agents, AgentRegistry) or agents is None:
+            agents = (agents or AgentRegistry()).for_user(context)
+        self.engine_id = engine_id or new_engine_id()
+        self.context = context
+        self.websocket_emitter = websocket_emitter
+        self.database_session_manager = database_session_manager
+        self.redis_manager = redis_manager
+        self.created_at = datetime.now(UTC)
+        self.created_monotonic = clock()
+        self.max_concurrent_runs = max_concurrent_runs
+        self.agent_timeout_seconds = agent_timeout_seconds
+        self._agents = agents
+        self._clock = clock
+        self._on_closed = on_closed
+        self._active = True
+        self._closed: asyncio.Event | None = None
+        self._runs: dict[asyncio.Task[AgentResult], AgentRun] = {}
+        self._stats = dict.fromkeys(
+            ("runs_started", "runs_succeeded", "runs_failed", "runs_timed_out", "runs_cancelled"),
+            0,
+        )
+
+    def __repr__(self) -> str:
+        state = "active" if self._active else "closed"
+        return (
+            f"<UserExecutionEngine engine_id={self.engine_id!r} "
+            f"user_id={self.context.user_id!r} {state} runs={len(self._runs)}>"
+        )
+
+    @property
+    def user_id(self) -> str:
+        """The user this engine belongs to."""
+        return self.context.user_id
+
+    @property
+    def active_runs(self) -> int:
+        """Agent runs in progress now."""
+        return len(self._runs)
+
+    def get_user_context(self) -> UserExecutionContext:
+        """The context this engine was created for."""
+        return self.context
+
+    def is_active(self) -> bool:
+        """``True`` until :meth:`cleanup` starts."""
+        return self._active
+
+    def age_seconds(self) -> float:
+        """Seconds since the engine was created, by the engine's clock."""
+        return self._clock() - self.created_monotonic
+
+    def get_user_execution_stats(self) -> dict[str, Any]:
+        """A JSON-ready snapshot of this engine: identity, age and run counters."""
+        ctx = self.context
+        return {
+            "engine_id": self.engine_id,
+            "user_id": ctx.user_id,
+            "thread_id": ctx.thread_id,
+            "run_id": ctx.run_id,
+            "request_id": ctx.request_id,
+            "created_at": self.created_at.isoformat(),
+            "age_seconds": round(self.age_seconds(), 3),
+            "is_active": self._active,
+            "active_runs": len(self._runs),
+            "max_concurrent_runs": self.max_concurrent_runs,
+            **self._stats,
+        }
+
+    async def execute_agent(
+        self, agent_name: str, message: str, *, timeout: float | None = None
+    ) -> AgentResult:
+        """Run ``agent_name`` on ``message`` and return its :class:`AgentResult`.
+
+        Emits ``agent_started``, the agent's own progress events, then ``agent_completed``
+        or ``agent_error``. An agent's exception, a timeout, or the engine closing give a
+        failed result; the engine stays usable after a failed run. Cancelling the caller
+        cancels the run and propagates.
+        """
+        run = self._start_run(agent_name, message, timeout)
+        task = asyncio.create_task(self._run(run), name=f"enginescope-run-{self.engine_id}")
+        self._runs[task] = run
+        task.add_done_callback(self._forget_run)
+        limit = self.agent_timeout_seconds if timeout is None else timeout
+        try:
+            done, _ = await asyncio.wait((task,), timeout=limit)
+        except asyncio.CancelledError:
+            await _stop(task, run, "cancelled by the caller")
+            raise
+        if not done:
+            await _stop(task, run, f"timed out after {limit}s")
+            self._stats["runs_timed_out"] += 1
+            return _failed(run, f"Agent {agent_name!r} timed out after {limit}s", "TimeoutError")
+        if task.cancelled():
+            return _failed(run, run.cancel_reason or "cancelled", "CancelledError")
+        return task.result()
+
+    def _start_run(self, agent_name: str, message: str, timeout: float | None) -> AgentRun:
+        if not self._active:
+            raise EngineClosedError(self.engine_id)
+        if not isinstance(message, str):
+            raise TypeError(f"message must be a string, got {type(message).__name__}")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self._agents.get(agent_name)  # unknown agents fail here, before any event is sent
+        if len(self._runs) >= self.max_concurrent_runs:
+            raise EngineBusyError(self.engine_id, self.max_concurrent_runs)
+        self._stats["runs_started"] += 1
+        return AgentRun(self.context, agent_name, message, self.websocket_emitter)
+
+    async def _run(self, run: AgentRun) -> AgentResult:
+        emitter, name = self.websocket_emitter, run.agent_name
+        started = time.perf_counter()
+        await emitter.notify_agent_started(name, message=run.message)
+        try:
+            result = await self._agents.get(name)(run)
+        except asyncio.CancelledError:
+            self._stats["runs_cancelled"] += 1
+            reason = run.cancel_reason or "cancelled"
+            await emitter.notify_agent_error(name, reason, duration_ms=_ms_since(started))
+            raise
+        except Exception as exc:  # noqa: BLE001 - an agent's failure becomes its result
+            self._stats["runs_failed"] += 1
+            logger.info(
+                "agent run failed",
+                extra={"engine_id": self.engine_id, "agent_name": name, "error": repr(exc)},
+            )
+            duration = _ms_since(started)
+            await emitter.notify_agent_error(name, exc, duration_ms=duration)
+            return AgentResult(name, False, None, str(exc), type(exc).__name__, duration)
+        duration = _ms_since(started)
+        self._stats["runs_succeeded"] += 1
+        await emitter.notify_agent_completed(name, result, duration_ms=duration)
+        return AgentResult(name, True, result, None, None, duration)
+
+    def _forget_run(self, task: asyncio.Task[AgentResult]) -> None:
+        self._runs.pop(task, None)
+
+    async def cleanup(self) -> None:
+        """Cancel running agents, close the emitter, go inactive and tell the factory.
+
+        Idempotent: a second call waits for the first to finish and returns.
+        """
+        if self._closed is not None:
+            await self._closed.wait()
+            return
+        self._closed = asyncio.Event()
+        self._active = False
+        try:
+            await self._cancel_runs()
+            await self.websocket_emitter.close()
+        finally:
+            self._closed.set()
+            if self._on_closed is not None:
+                await self._on_closed(self)
+
+    async def _cancel_runs(self) -> None:
+        if not self._runs:
+            return
+        for task, run in list(self._runs.items()):
+            run.cancel_reason = "engine closed"
+            task.cancel()
+        await asyncio.wait(tuple(self._runs))
+
+
+async def _stop(task: asyncio.Task[AgentResult], run: AgentRun, reason: str) -> None:
+    """Cancel ``task`` with ``reason`` and wait for it to finish its error event."""
+    if run.cancel_reason is None:
+        run.cancel_reason = reason
+    task.cancel()
+    await asyncio.wait((task,))
+
+
+def _failed(run: AgentRun, error: str, error_type: str) -> AgentResult:
+    return AgentResult(run.agent_name, False, None, error, error_type)
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 3)

@@ -1,0 +1,387 @@
+"""The execution engine factory: per-user limits, the reaper, metrics and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Generator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .agents import AgentRegistry
+from .context import UserExecutionContext, validate_user_context
+from .engine import DEFAULT_MAX_CONCURRENT_RUNS, UserExecutionEngine, new_engine_id
+from .errors import (
+    ExecutionEngineFactoryError,
+    FactoryShutdownError,
+    UserEngineLimitError,
+)
+from .slots import InMemorySlotLedger, SlotLedger
+
+if TYPE_CHECKING:
+    from .bridge import WebSocketBridge
+    from .emitter import UserWebSocketEmitter
+
+__all__ = ["EmitterFactory", "ExecutionEngineFactory"]
+
+logger = logging.getLogger(__name__)
+
+EmitterFactory = Callable[[str, str, str, "WebSocketBridge"], "UserWebSocketEmitter"]
+
+_COUNTERS = (
+    "total_engines_created",
+    "total_engines_cleaned",
+    "creation_errors",
+    "cleanup_errors",
+    "timeout_cleanups",
+    "user_limit_rejections",
+    "reaper_errors",
+)
+
+
+def _default_emitter_factory(
+    user_id: str, thread_id: str, run_id: str, bridge: WebSocketBridge
+) -> UserWebSocketEmitter:
+    from .emitter import UserWebSocketEmitter  # noqa: PLC0415 - emitter imports the bridge
+
+    return UserWebSocketEmitter(user_id, thread_id, run_id, bridge)
+
+
+def _positive(name: str, value: float, *, integer: bool = False) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        what = "a positive integer" if integer else "a positive number"
+        raise ExecutionEngineFactoryError(f"{name} must be {what}, got {value!r}.")
+
+
+class ExecutionEngineFactory:
+    """Creates one isolated :class:`UserExecutionEngine` per user context.
+
+    Admission is a per-user slot taken in O(1) before any await and given back on every
+    failure path. Engines live in an ordered registry (oldest first), so the reaper finds
+    expired engines without scanning the rest. Every metric is read off the live
+    structures, so it is exact at every moment.
+    """
+
+    def __init__(
+        self,
+        websocket_bridge: WebSocketBridge | None,
+        *,
+        database_session_manager: Any = None,
+        redis_manager: Any = None,
+        agent_registry: AgentRegistry | None = None,
+        max_engines_per_user: int = 2,
+        engine_timeout_seconds: float = 300,
+        cleanup_interval_seconds: float = 60,
+        shutdown_timeout_seconds: float = 10,
+        agent_timeout_seconds: float | None = None,
+        max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS,
+        slot_ledger: SlotLedger | None = None,
+        emitter_factory: EmitterFactory | None = None,
+        engine_class: type[UserExecutionEngine] = UserExecutionEngine,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if websocket_bridge is None or not callable(
+            getattr(websocket_bridge, "send_to_user", None)
+        ):
+            raise ExecutionEngineFactoryError(
+                "ExecutionEngineFactory needs a websocket_bridge with an async "
+                f"send_to_user(user_id, event), got {websocket_bridge!r}; pass an "
+                "AgentWebSocketBridge (or your own bridge) so agents can reach their users."
+            )
+        _positive("max_engines_per_user", max_engines_per_user, integer=True)
+        _positive("max_concurrent_runs", max_concurrent_runs, integer=True)
+        _positive("engine_timeout_seconds", engine_timeout_seconds)
+        _positive("cleanup_interval_seconds", cleanup_interval_seconds)
+        _positive("shutdown_timeout_seconds", shutdown_timeout_seconds)
+        if agent_timeout_seconds is not None:
+            _positive("agent_timeout_seconds", agent_timeout_seconds)
+        self.websocket_bridge = websocket_bridge
+        self.database_session_manager = database_session_manager
+        self.redis_manager = redis_manager
+        self.agent_registry = agent_registry if agent_registry is not None else AgentRegistry()
+        self.max_engines_per_user = max_engines_per_user
+        self.engine_timeout_seconds = engine_timeout_seconds
+        self.cleanup_interval_seconds = cleanup_interval_seconds
+        self.shutdown_timeout_seconds = shutdown_timeout_seconds
+        self.agent_timeout_seconds = agent_timeout_seconds
+        self.max_concurrent_runs = max_concurrent_runs
+        self.slot_ledger: SlotLedger = slot_ledger or InMemorySlotLedger()
+        self._emitter_factory = emitter_factory or _default_emitter_factory
+        self._engine_class = engine_class
+        self._clock = clock
+        self._engines: OrderedDict[str, UserExecutionEngine] = OrderedDict()
+        self._by_user: dict[str, dict[str, UserExecutionEngine]] = {}
+        self._counters = dict.fromkeys(_COUNTERS, 0)
+        self._reaper: asyncio.Task[None] | None = None
+        self._closing = False
+        self._shutdown_done: asyncio.Event | None = None
+        self._handover: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._closing else "open"
+        return (
+            f"<ExecutionEngineFactory engines={len(self._engines)} users={len(self._by_user)} "
+            f"limit={self.max_engines_per_user} {state}>"
+        )
+
+    def __await__(self) -> Generator[Any, None, ExecutionEngineFactory]:
+        """Awaiting a factory returns it, so ``await get_execution_engine_factory()`` works."""
+        return self._itself().__await__()
+
+    async def _itself(self) -> ExecutionEngineFactory:
+        if self._handover is not None:  # a predecessor still shutting down
+            await asyncio.shield(self._handover)
+        return self
+
+    @property
+    def is_shutdown(self) -> bool:
+        """``True`` once :meth:`shutdown` has started; no new engines are made."""
+        return self._closing
+
+    # -- creation --------------------------------------------------------------------
+
+    async def create_for_user(self, context: UserExecutionContext) -> UserExecutionEngine:
+        """Create and register an engine for ``context``.
+
+        Raises :class:`InvalidContextError` for a bad context, :class:`UserEngineLimitError`
+        when the user is at ``max_engines_per_user`` and :class:`FactoryShutdownError`
+        after shutdown. Any failure after the slot was taken gives the slot back.
+        """
+        if self._closing:
+            raise FactoryShutdownError
+        try:
+            ctx = validate_user_context(context)
+        except Exception:
+            self._counters["creation_errors"] += 1
+            raise
+        engine_id = new_engine_id()
+        await self._acquire_slot(ctx.user_id, engine_id)
+        try:
+            engine = self._build_engine(ctx, engine_id)
+        except BaseException:
+            self._counters["creation_errors"] += 1
+            await self.slot_ledger.release(ctx.user_id, engine_id)
+            raise
+        self._register(engine)
+        self._ensure_reaper()
+        return engine
+
+    create_execution_engine = create_for_user
+    """Compatibility name for :meth:`create_for_user`."""
+
+    async def _acquire_slot(self, user_id: str, engine_id: str) -> None:
+        try:
+            await self.slot_ledger.acquire(user_id, engine_id, self.max_engines_per_user)
+        except UserEngineLimitError:
+            self._counters["user_limit_rejections"] += 1
+            raise
+        except BaseException:
+            self._counters["creation_errors"] += 1
+            raise
+        if self._closing:  # shutdown began while a shared ledger was answering
+            await self.slot_ledger.release(user_id, engine_id)
+            raise FactoryShutdownError
+
+    def _build_engine(self, ctx: UserExecutionContext, engine_id: str) -> UserExecutionEngine:
+        emitter = self._emitter_factory(
+            ctx.user_id, ctx.thread_id, ctx.run_id, self.websocket_bridge
+        )
+        return self._engine_class(
+            ctx,
+            emitter,
+            agents=self.agent_registry.for_user(ctx),
+            database_session_manager=self.database_session_manager,
+            redis_manager=self.redis_manager,
+            engine_id=engine_id,
+            max_concurrent_runs=self.max_concurrent_runs,
+            agent_timeout_seconds=self.agent_timeout_seconds,
+            on_closed=self._on_engine_closed,
+            clock=self._clock,
+        )
+
+    def _register(self, engine: UserExecutionEngine) -> None:
+        self._engines[engine.engine_id] = engine
+        user = self._by_user.get(engine.context.user_id)
+        if user is None:
+            user = self._by_user[engine.context.user_id] = {}
+        user[engine.engine_id] = engine
+        self._counters["total_engines_created"] += 1
+
+    # -- scopes ----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def user_execution_scope(
+        self, context: UserExecutionContext
+    ) -> AsyncIterator[UserExecutionEngine]:
+        """Create an engine for ``context`` and clean it up on every exit path."""
+        engine = await self.create_for_user(context)
+        try:
+            yield engine
+        finally:
+            await self.cleanup_engine(engine)
+
+    # -- cleanup ---------------------------------------------------------------------
+
+    async def cleanup_engine(self, engine: UserExecutionEngine | None) -> None:
+        """Close ``engine`` and remove it. ``None`` or an unknown engine is a no-op.
+
+        A failing ``engine.cleanup()`` is logged and counted in ``cleanup_errors``; the
+        engine is removed and its slot returned all the same.
+        """
+        if engine is None or self._engines.get(engine.engine_id) is not engine:
+            return
+        try:
+            await engine.cleanup()
+        except Exception:
+            self._counters["cleanup_errors"] += 1
+            logger.exception(
+                "engine cleanup failed; engine removed anyway",
+                extra={"engine_id": engine.engine_id, "user_id": engine.context.user_id},
+            )
+        finally:
+            await self._on_engine_closed(engine)
+
+    async def _on_engine_closed(self, engine: UserExecutionEngine) -> None:
+        """Remove ``engine`` and give its slot back; a no-op if it is already gone."""
+        if self._engines.pop(engine.engine_id, None) is None:
+            return
+        user_id = engine.context.user_id
+        user = self._by_user[user_id]
+        del user[engine.engine_id]
+        if not user:
+            del self._by_user[user_id]
+        self._counters["total_engines_cleaned"] += 1
+        await self.slot_ledger.release(user_id, engine.engine_id)
+
+    async def cleanup_user_context(self, user_id: str) -> int:
+        """Close every engine of ``user_id``; returns how many were closed."""
+        engines = tuple(self._by_user.get(user_id, {}).values())
+        for engine in engines:
+            await self.cleanup_engine(engine)
+        return len(engines)
+
+    # -- the reaper ------------------------------------------------------------------
+
+    def _ensure_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.create_task(self._reap_forever(), name="enginescope-reaper")
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.cleanup_interval_seconds)
+            try:
+                await self.reap_expired()
+            except Exception:
+                self._counters["reaper_errors"] += 1
+                logger.exception("engine reaper sweep failed; it will retry")
+
+    async def reap_expired(self) -> int:
+        """Close engines older than ``engine_timeout_seconds``; returns how many.
+
+        The registry is ordered by creation and every engine has the same timeout, so
+        the expired engines are exactly a prefix: the sweep costs O(expired).
+        """
+        deadline = self._clock() - self.engine_timeout_seconds
+        reaped = 0
+        while self._engines:
+            engine = next(iter(self._engines.values()))
+            if engine.is_active() and engine.created_monotonic > deadline:
+                break
+            if engine.is_active():
+                self._counters["timeout_cleanups"] += 1
+                reaped += 1
+            await self.cleanup_engine(engine)
+        return reaped
+
+    # -- metrics ---------------------------------------------------------------------
+
+    def get_factory_metrics(self, include_keys: bool = True) -> dict[str, Any]:
+        """Counters and gauges read off the live registry; O(1) without keys."""
+        metrics: dict[str, Any] = {
+            **self._counters,
+            "active_engines_count": len(self._engines),
+            "active_users_count": len(self._by_user),
+            "max_engines_per_user": self.max_engines_per_user,
+            "engine_timeout_seconds": self.engine_timeout_seconds,
+            "cleanup_interval": self.cleanup_interval_seconds,
+            "cleanup_task_running": self._reaper is not None and not self._reaper.done(),
+            "is_shutdown": self._closing,
+            "timestamp": datetime.now(UTC).isoformat(),
+        }
+        if include_keys:
+            metrics["active_engine_keys"] = list(self._engines)
+        return metrics
+
+    def get_active_engines_summary(self) -> dict[str, Any]:
+        """Per-engine stats; an engine whose stats fail is reported, not fatal."""
+        engines: dict[str, Any] = {}
+        for engine_id, engine in self._engines.items():
+            try:
+                engines[engine_id] = engine.get_user_execution_stats()
+            except Exception as exc:  # noqa: BLE001 - one bad engine must not hide the rest
+                engines[engine_id] = {
+                    "engine_id": engine_id,
+                    "user_id": engine.context.user_id,
+                    "error": f"{type(exc).__name__}: {exc}",
+                }
+        return {
+            "total_active_engines": len(self._engines),
+            "active_users": len(self._by_user),
+            "engines": engines,
+        }
+
+    def get_active_contexts(self) -> dict[str, int]:
+        """``{user_id: active engine count}``."""
+        return {user_id: len(engines) for user_id, engines in self._by_user.items()}
+
+    def engines_for_user(self, user_id: str) -> tuple[UserExecutionEngine, ...]:
+        """The active engines of ``user_id``, oldest first."""
+        return tuple(self._by_user.get(user_id, {}).values())
+
+    # -- shutdown --------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Refuse new engines, stop the reaper and close every engine within
+        ``shutdown_timeout_seconds``. Idempotent; concurrent callers wait for the first."""
+        if self._shutdown_done is not None:
+            await self._shutdown_done.wait()
+            return
+        self._closing = True
+        self._shutdown_done = asyncio.Event()
+        try:
+            await self._stop_reaper()
+            await self._close_all_engines()
+            await self.slot_ledger.aclose()
+        finally:
+            self._shutdown_done.set()
+
+    cleanup_all_contexts = shutdown
+    """Compatibility name for :meth:`shutdown`."""
+
+    async def _stop_reaper(self) -> None:
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.cancel()
+            await asyncio.wait((reaper,))
+
+    async def _close_all_engines(self) -> None:
+        engines = tuple(self._engines.values())
+        if not engines:
+            return
+        tasks = [asyncio.create_task(self.cleanup_engine(engine)) for engine in engines]
+        _, pending = await asyncio.wait(tasks, timeout=self.shutdown_timeout_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            self._counters["cleanup_errors"] += len(pending)
+            logger.error(
+                "engines did not finish cleanup within the shutdown deadline",
+                extra={"engines": len(pending), "timeout": self.shutdown_timeout_seconds},
+            )
+        for engine in tuple(self._engines.values()):  # whatever a cancelled cleanup left
+            await self._on_engine_closed(engine)

@@ -1,0 +1,82 @@
+"""Per-user engine slots: the ledger that admits at most ``limit`` engines per user."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from .errors import UserEngineLimitError
+
+__all__ = ["InMemorySlotLedger", "SlotLedger"]
+
+
+@runtime_checkable
+class SlotLedger(Protocol):
+    """Admits or refuses a user's engines.
+
+    ``acquire`` either records ``slot_id`` for ``user_id`` and returns the user's active
+    count, or raises :class:`UserEngineLimitError`. ``release`` is idempotent. The
+    in-memory ledger serves one process; a shared ledger (Redis) serves several replicas.
+    """
+
+    async def acquire(self, user_id: str, slot_id: str, limit: int) -> int: ...
+
+    async def release(self, user_id: str, slot_id: str) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+class InMemorySlotLedger:
+    """One process's slots: a set of slot ids per user; every operation is O(1).
+
+    ``acquire`` never suspends, so the check and the take happen in one step of the event
+    loop: concurrent callers are admitted exactly up to the limit, with no lock.
+    """
+
+    __slots__ = ("_slots",)
+
+    def __init__(self) -> None:
+        self._slots: dict[str, set[str]] = {}
+
+    def __repr__(self) -> str:
+        return f"<InMemorySlotLedger users={len(self._slots)} slots={self.total()}>"
+
+    async def acquire(self, user_id: str, slot_id: str, limit: int) -> int:
+        """Take a slot for ``user_id`` or raise :class:`UserEngineLimitError`."""
+        return self.acquire_nowait(user_id, slot_id, limit)
+
+    def acquire_nowait(self, user_id: str, slot_id: str, limit: int) -> int:
+        """Synchronous :meth:`acquire`."""
+        held = self._slots.get(user_id)
+        if held is None:
+            held = self._slots[user_id] = set()
+        if len(held) >= limit:
+            raise UserEngineLimitError(user_id, len(held), limit)
+        held.add(slot_id)
+        return len(held)
+
+    async def release(self, user_id: str, slot_id: str) -> bool:
+        """Give ``slot_id`` back; ``False`` if it was not held."""
+        return self.release_nowait(user_id, slot_id)
+
+    def release_nowait(self, user_id: str, slot_id: str) -> bool:
+        """Synchronous :meth:`release`."""
+        held = self._slots.get(user_id)
+        if held is None or slot_id not in held:
+            return False
+        held.discard(slot_id)
+        if not held:
+            del self._slots[user_id]
+        return True
+
+    def count(self, user_id: str) -> int:
+        """Slots ``user_id`` holds now."""
+        held = self._slots.get(user_id)
+        return 0 if held is None else len(held)
+
+    def total(self) -> int:
+        """Slots held by all users."""
+        return sum(len(held) for held in self._slots.values())
+
+    async def aclose(self) -> None:
+        """Forget every slot."""
+        self._slots.clear()

@@ -1,0 +1,263 @@
+"""UserExecutionEngine: running agents, their events, limits and cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+import pytest
+from enginescope.engines import (
+    AgentNotFoundError,
+    AgentRegistry,
+    AgentRun,
+    EngineBusyError,
+    EngineClosedError,
+    ExecutionEngineFactory,
+    UserExecutionContext,
+    UserExecutionEngine,
+    UserWebSocketEmitter,
+    demo_agent,
+)
+from enginescope.engines.testing import RecordingBridge
+
+pytestmark = pytest.mark.asyncio
+
+FIVE_EVENTS = [
+    "agent_started",
+    "agent_thinking",
+    "tool_executing",
+    "tool_completed",
+    "agent_completed",
+]
+
+
+def make_engine(
+    bridge: RecordingBridge, agents: AgentRegistry, user_id: str = "user-1", **options: object
+) -> UserExecutionEngine:
+    ctx = UserExecutionContext(user_id=user_id, thread_id="thread-1", run_id="run-1")
+    emitter = UserWebSocketEmitter(ctx.user_id, ctx.thread_id, ctx.run_id, bridge)
+    return UserExecutionEngine(ctx, emitter, agents=agents, **options)  # type: ignore[arg-type]
+
+
+class Gate:
+    """An agent that waits until released, recording that it started and how it ended."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.cancelled = False
+
+    async def __call__(self, run: AgentRun) -> str:
+        self.started.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return "released"
+
+
+class TestExecuteAgent:
+    async def test_five_events_in_order_with_envelope(
+        self, bridge: RecordingBridge, registry: AgentRegistry
+    ) -> None:
+        """A demo run sends the five events, in order, each addressed to its own run."""
+        engine = make_engine(bridge, registry)
+        result = await engine.execute_agent("demo", "hello there world")
+        events = bridge.events_for("user-1")
+        assert [event["type"] for event in events] == FIVE_EVENTS
+        assert [event["seq"] for event in events] == [1, 2, 3, 4, 5]
+        for event in events:
+            assert (
+                event["user_id"],
+                event["thread_id"],
+                event["run_id"],
+                event["agent_name"],
+            ) == ("user-1", "thread-1", "run-1", "demo")
+            assert datetime.fromisoformat(event["timestamp"]).tzinfo is not None
+        assert events[0]["data"]["message"] == "hello there world"
+        assert result.result == events[-1]["data"]["result"]
+        assert (result.success, result.agent_name, result.error) == (True, "demo", None)
+        assert result.duration_ms >= 0
+
+    async def test_agent_exception_becomes_failed_result_and_error_event(
+        self, bridge: RecordingBridge
+    ) -> None:
+        """An agent that raises gives agent_error and a failed result; the engine stays usable."""
+        agents = AgentRegistry()
+
+        async def broken(run: AgentRun) -> None:
+            raise KeyError("missing thing")
+
+        agents.register("broken", broken)
+        agents.register("demo", demo_agent)
+        engine = make_engine(bridge, agents)
+        result = await engine.execute_agent("broken", "hi")
+        assert (
+            result.success,
+            result.error_type,
+            result.error,
+        ) == (False, "KeyError", "'missing thing'")
+        error = bridge.events_for("user-1")[-1]
+        assert (error["type"], error["data"]["error_type"]) == ("agent_error", "KeyError")
+        assert engine.is_active()
+        assert (await engine.execute_agent("demo", "again")).success
+
+    async def test_unknown_agent_raises_before_any_event(
+        self, bridge: RecordingBridge, registry: AgentRegistry
+    ) -> None:
+        """An unknown agent name raises AgentNotFoundError and sends nothing."""
+        engine = make_engine(bridge, registry)
+        with pytest.raises(AgentNotFoundError, match="'nope'"):
+            await engine.execute_agent("nope", "hi")
+        assert bridge.events_for("user-1") == []
+        assert engine.active_runs == 0
+
+    async def test_message_must_be_text(
+        self, bridge: RecordingBridge, registry: AgentRegistry
+    ) -> None:
+        """A non-string message is refused with a TypeError naming its type."""
+        with pytest.raises(TypeError, match="dict"):
+            await make_engine(bridge, registry).execute_agent("demo", {"x": 1})  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("timeout", [0, -1])
+    async def test_bad_timeout_is_refused(
+        self, bridge: RecordingBridge, registry: AgentRegistry, timeout: float
+    ) -> None:
+        """A zero or negative timeout is a clear error."""
+        with pytest.raises(ValueError, match="timeout"):
+            await make_engine(bridge, registry).execute_agent("demo", "x", timeout=timeout)
+
+    async def test_timeout_cancels_the_run(self, bridge: RecordingBridge) -> None:
+        """A run over its timeout is cancelled, reported as agent_error and a failed result."""
+        gate, agents = Gate(), AgentRegistry()
+        agents.register("slow", gate)
+        engine = make_engine(bridge, agents)
+        result = await engine.execute_agent("slow", "hi", timeout=0.01)
+        assert (result.success, result.error_type) == (False, "TimeoutError")
+        assert gate.cancelled
+        assert bridge.types_for("user-1") == ["agent_started", "agent_error"]
+        assert "timed out" in bridge.events_for("user-1")[-1]["data"]["error"]
+        assert engine.active_runs == 0
+        assert engine.get_user_execution_stats()["runs_timed_out"] == 1
+
+    async def test_default_timeout_from_the_engine(self, bridge: RecordingBridge) -> None:
+        """agent_timeout_seconds applies when execute_agent gets no timeout."""
+        gate, agents = Gate(), AgentRegistry()
+        agents.register("slow", gate)
+        engine = make_engine(bridge, agents, agent_timeout_seconds=0.01)
+        assert (await engine.execute_agent("slow", "hi")).error_type == "TimeoutError"
+
+    async def test_concurrent_run_cap(self, bridge: RecordingBridge) -> None:
+        """More concurrent runs than max_concurrent_runs are refused with EngineBusyError."""
+        gate, agents = Gate(), AgentRegistry()
+        agents.register("slow", gate)
+        engine = make_engine(bridge, agents, max_concurrent_runs=1)
+        running = asyncio.create_task(engine.execute_agent("slow", "one"))
+        await gate.started.wait()
+        with pytest.raises(EngineBusyError) as caught:
+            await engine.execute_agent("slow", "two")
+        assert "(1/1)" in str(caught.value)
+        gate.release.set()
+        assert (await running).success
+
+    async def test_caller_cancellation_cancels_the_run(self, bridge: RecordingBridge) -> None:
+        """Cancelling the caller cancels its run, reports it and propagates."""
+        gate, agents = Gate(), AgentRegistry()
+        agents.register("slow", gate)
+        engine = make_engine(bridge, agents)
+        caller = asyncio.create_task(engine.execute_agent("slow", "hi"))
+        await gate.started.wait()
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert gate.cancelled
+        assert engine.active_runs == 0
+        assert bridge.events_for("user-1")[-1]["data"]["error"] == "cancelled by the caller"
+
+
+class TestEngineCleanup:
+    async def test_cleanup_cancels_runs_and_closes(self, bridge: RecordingBridge) -> None:
+        """cleanup() cancels a running agent, whose caller gets a failed result."""
+        gate, agents = Gate(), AgentRegistry()
+        agents.register("slow", gate)
+        engine = make_engine(bridge, agents)
+        caller = asyncio.create_task(engine.execute_agent("slow", "hi"))
+        await gate.started.wait()
+        await engine.cleanup()
+        result = await caller
+        assert (result.success, result.error) == (False, "engine closed")
+        assert gate.cancelled
+        assert not engine.is_active()
+        assert engine.websocket_emitter.is_closed
+        assert bridge.types_for("user-1") == ["agent_started", "agent_error"]
+
+    async def test_cleanup_is_idempotent_and_concurrent_safe(
+        self, bridge: RecordingBridge, registry: AgentRegistry
+    ) -> None:
+        """cleanup() twice, or from two tasks at once, closes once and tells the factory once."""
+        closed: list[str] = []
+
+        async def on_closed(engine: UserExecutionEngine) -> None:
+            closed.append(engine.engine_id)
+
+        engine = make_engine(bridge, registry, on_closed=on_closed)
+        await asyncio.gather(engine.cleanup(), engine.cleanup())
+        await engine.cleanup()
+        assert [engine.engine_id] == closed
+
+    async def test_closed_engine_refuses_runs(
+        self, bridge: RecordingBridge, registry: AgentRegistry
+    ) -> None:
+        """A closed engine raises EngineClosedError naming itself."""
+        engine = make_engine(bridge, registry)
+        await engine.cleanup()
+        with pytest.raises(EngineClosedError, match=engine.engine_id):
+            await engine.execute_agent("demo", "hi")
+
+    async def test_factory_is_told_even_when_emitter_close_fails(
+        self, bridge: RecordingBridge, registry: AgentRegistry
+    ) -> None:
+        """A failing emitter close still marks the engine inactive and tells the factory."""
+        closed: list[str] = []
+
+        async def on_closed(engine: UserExecutionEngine) -> None:
+            closed.append(engine.engine_id)
+
+        class BrokenEmitter(UserWebSocketEmitter):
+            async def close(self) -> None:
+                raise OSError("socket gone")
+
+        ctx = UserExecutionContext(user_id="user-1", thread_id="thread-1", run_id="run-1")
+        emitter = BrokenEmitter(ctx.user_id, ctx.thread_id, ctx.run_id, bridge)
+        engine = UserExecutionEngine(ctx, emitter, agents=registry, on_closed=on_closed)
+        with pytest.raises(OSError, match="socket gone"):
+            await engine.cleanup()
+        assert [engine.engine_id] == closed
+        assert not engine.is_active()
+
+
+class TestEngineIdentity:
+    async def test_ids_are_unique_and_not_time_based(
+        self, factory: ExecutionEngineFactory, make_context: Callable[..., UserExecutionContext]
+    ) -> None:
+        """Engines created in the same instant still get distinct ids."""
+        engines = [make_engine(RecordingBridge(), AgentRegistry()) for _ in range(1000)]
+        assert len({engine.engine_id for engine in engines}) == 1000
+
+    async def test_stats_and_repr(self, bridge: RecordingBridge, registry: AgentRegistry) -> None:
+        """Stats describe the engine and its runs; the repr names the user."""
+        engine = make_engine(bridge, registry, user_id="u-42")
+        await engine.execute_agent("demo", "hi")
+        stats = engine.get_user_execution_stats()
+        assert (engine.engine_id, "u-42", True, 0, 1, 1) == (
+            stats["engine_id"],
+            stats["user_id"],
+            stats["is_active"],
+            stats["active_runs"],
+            stats["runs_started"],
+            stats["runs_succeeded"],
+        )
+        assert "user_id='u-42'" in repr(engine)
+        assert engine.context is engine.get_user_context()
