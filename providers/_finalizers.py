@@ -16,7 +16,7 @@ __all__ = ["Finalizer", "acquire_async", "acquire_sync", "needs_async"]
 class Finalizer(Protocol):
     """Releases one scoped instance; ``exc`` is the exception leaving the scope, if any."""
 
-    owner: str
+    owner: object
     is_async: bool
 
     def release_sync(self, exc: BaseException | None) -> None: ...
@@ -28,14 +28,14 @@ def _exc_info(exc: BaseException | None) -> tuple[Any, Any, Any]:
     return (None, None, None) if exc is None else (type(exc), exc, exc.__traceback__)
 
 
-def _didnt_stop(owner: str) -> ScopeUsageError:
+def _didnt_stop(owner: object) -> ScopeUsageError:
     return ScopeUsageError(f"{owner}: the generator yielded twice; yield exactly once.")
 
 
 class _GeneratorFinalizer:
     is_async = False
 
-    def __init__(self, gen: Generator[Any, Any, Any], owner: str) -> None:
+    def __init__(self, gen: Generator[Any, Any, Any], owner: object) -> None:
         self.gen, self.owner = gen, owner
 
     def release_sync(self, exc: BaseException | None) -> None:
@@ -56,7 +56,7 @@ class _GeneratorFinalizer:
 class _AsyncGeneratorFinalizer:
     is_async = True
 
-    def __init__(self, agen: AsyncGenerator[Any, Any], owner: str) -> None:
+    def __init__(self, agen: AsyncGenerator[Any, Any], owner: object) -> None:
         self.agen, self.owner = agen, owner
 
     def release_sync(self, exc: BaseException | None) -> None:
@@ -77,7 +77,7 @@ class _AsyncGeneratorFinalizer:
 class _ContextManagerFinalizer:
     is_async = False
 
-    def __init__(self, cm: AbstractContextManager[Any], owner: str) -> None:
+    def __init__(self, cm: AbstractContextManager[Any], owner: object) -> None:
         self.cm, self.owner = cm, owner
 
     def release_sync(self, exc: BaseException | None) -> None:
@@ -90,7 +90,7 @@ class _ContextManagerFinalizer:
 class _AsyncContextManagerFinalizer:
     is_async = True
 
-    def __init__(self, cm: AbstractAsyncContextManager[Any], owner: str) -> None:
+    def __init__(self, cm: AbstractAsyncContextManager[Any], owner: object) -> None:
         self.cm, self.owner = cm, owner
 
     def release_sync(self, exc: BaseException | None) -> None:
@@ -113,7 +113,7 @@ def needs_async(raw: object) -> bool:
     )
 
 
-def acquire_sync(raw: object, owner: str) -> tuple[Any, Finalizer | None]:
+def acquire_sync(raw: object, owner: object) -> tuple[Any, Finalizer | None]:
     """Enter a generator or context manager; any other object is the value itself."""
     if inspect.isgenerator(raw):
         try:
@@ -125,7 +125,7 @@ def acquire_sync(raw: object, owner: str) -> tuple[Any, Finalizer | None]:
     return raw, None
 
 
-async def acquire_async(raw: object, owner: str) -> tuple[Any, Finalizer | None]:
+async def acquire_async(raw: object, owner: object) -> tuple[Any, Finalizer | None]:
     """Await a coroutine or future, then enter what it gave like ``acquire_sync`` does."""
     if _is_awaitable_result(raw):
         raw = await raw  # type: ignore[misc]

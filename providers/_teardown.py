@@ -29,7 +29,7 @@ class Outcome:
             self.fatal = error
 
 
-def _async_in_sync(owner: str) -> ScopeUsageError:
+def _async_in_sync(owner: object) -> ScopeUsageError:
     return ScopeUsageError(
         f"{owner} needs an async teardown but its scope was exited with a sync `with`; "
         "use `async with scope(...)` so it can be released."
@@ -43,7 +43,7 @@ def teardown_sync(
     outcome = Outcome()
     for owner, task in list(pending.items()):
         task.cancel()
-        outcome.record(_async_in_sync(repr(owner)))
+        outcome.record(_async_in_sync(owner))
     while finalizers:
         finalizer = finalizers.pop()
         if finalizer.is_async:
@@ -94,7 +94,7 @@ async def run_shielded(start: Callable[[], Awaitable[Outcome]]) -> Outcome:
         return outcome
 
 
-def raise_outcome(scope: str, outcome: Outcome, body: BaseException | None) -> None:
+def raise_outcome(scope: object, outcome: Outcome, body: BaseException | None) -> None:
     """Raise what the scope's exit must raise; return when the body's error stands alone.
 
     Failures become one ``ScopeTeardownError`` whose cause is the body's exception. A fatal
@@ -116,7 +116,9 @@ def raise_outcome(scope: str, outcome: Outcome, body: BaseException | None) -> N
         raise group from body
 
 
-def _log_suppressed(scope: str, group: ScopeTeardownError | None, interrupt: BaseException) -> None:
+def _log_suppressed(
+    scope: object, group: ScopeTeardownError | None, interrupt: BaseException
+) -> None:
     if group is None:
         return
     interrupt.add_note(f"While interrupted, finalizers of {scope} failed: {group!r}")

@@ -91,7 +91,7 @@ class Scope:
         if self._pending.get(key) is task:
             del self._pending[key]
         if task.cancelled() or task.exception() is not None:
-            logger.debug("Scoped creation failed; evicted", extra={"provider": repr(key)})
+            logger.debug("Scoped creation failed; evicted", extra={"provider": key})
         elif not self.closed:
             self._instances[key] = task
 
@@ -131,7 +131,7 @@ class ScopeContextManager:
             raise ScopeUsageError(f"{self!r} was already entered; call scope(value) again.")
         self._scope = Scope(self._value, parent=_CURRENT.get())
         self._token = _CURRENT.set(self._scope)
-        logger.debug("Scope entered", extra={"scope": repr(self._scope)})
+        logger.debug("Scope entered", extra={"scope": self._scope})
         return self._scope
 
     def _leave(self) -> Scope:
@@ -144,9 +144,9 @@ class ScopeContextManager:
         _CURRENT.reset(self._token)
         logger.debug(
             "Scope exited",
-            extra={"scope": repr(scope), "failures": len(outcome.failures), "error": repr(exc)},
+            extra={"scope": scope, "failures": len(outcome.failures), "error": exc},
         )
-        raise_outcome(repr(scope), outcome, exc)
+        raise_outcome(scope, outcome, exc)
 
     def __enter__(self) -> Scope:
         return self._enter()

@@ -102,7 +102,7 @@ class Scoped(providers.Provider[T]):
         raw = self._callable()
         if needs_async(raw):
             return self._start_async(current, raw)
-        value, finalizer = acquire_sync(raw, repr(self))
+        value, finalizer = acquire_sync(raw, self)
         current.store(self, value, finalizer)
         return value
 
@@ -118,7 +118,7 @@ class Scoped(providers.Provider[T]):
         return asyncio.shield(task)
 
     async def _create_async(self, current: Scope, raw: object) -> Any:
-        value, finalizer = await acquire_async(raw, repr(self))
+        value, finalizer = await acquire_async(raw, self)
         try:
             current.add_finalizer(finalizer)
         except ScopeUsageError:
