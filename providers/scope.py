@@ -106,6 +106,8 @@ class Scope:
         return outcome
 
     async def _exit_async(self, exc: BaseException | None) -> Outcome:
+        if not self._pending and not any(f.is_async for f in self._finalizers):
+            return self._exit_sync(exc)  # nothing to await, so nothing can be interrupted
         self._close()
         try:
             return await run_shielded(lambda: teardown_async(self._finalizers, self._pending, exc))
