@@ -187,12 +187,12 @@ class TestConcurrency:
 
         provider = Scoped(make)
         async with scope("u1"):
-            first = asyncio.ensure_future(provider())
-            second = asyncio.ensure_future(provider())
+            waiters = [asyncio.create_task(_await(provider)) for _ in range(3)]
             await asyncio.sleep(0)
-            first.cancel()
-            assert (await second).name == "shared"
-        assert first.cancelled()
+            waiters[1].cancel()
+            survivors = await asyncio.gather(waiters[0], waiters[2])
+        assert [r.name for r in survivors] == ["shared", "shared"]
+        assert waiters[1].cancelled()
 
     @pytest.mark.asyncio
     async def test_tasks_spawned_in_a_scope_share_it(self, journal: Journal) -> None:
@@ -217,6 +217,10 @@ class TestConcurrency:
 
         results = await asyncio.gather(*(run(u) for u in range(1000)))
         assert [(u, u) for u in range(1000)] == results
+
+
+async def _await(provider: Scoped[Any]) -> Any:
+    return await provider()
 
 
 async def _resolve(provider: Scoped[Any]) -> Any:
