@@ -1,3 +1,24 @@
-"""enginescope.containers."""
+"""enginescope.containers: ``EngineContainer``, ``EngineSettings`` and ``user_scope``.
 
-__all__: list[str] = []
+Wires the engine domain (``enginescope.engines``) to the scope machinery
+(``enginescope.providers``) for dependency-injector applications.
+"""
+
+from enginescope.providers import Scoped, ScopeValue
+
+from .container import EngineContainer, check_container_tree
+from .errors import EngineContainerError, UnsupportedBackendError
+from .scope import user_scope
+from .settings import Backend, EngineSettings
+
+__all__ = [
+    "Backend",
+    "EngineContainer",
+    "EngineContainerError",
+    "EngineSettings",
+    "ScopeValue",
+    "Scoped",
+    "UnsupportedBackendError",
+    "check_container_tree",
+    "user_scope",
+]

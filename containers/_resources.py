@@ -1,0 +1,101 @@
+"""What ``EngineContainer``'s providers call: builders, and resources with their teardown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from enginescope.engines import (
+    AgentRegistry,
+    AgentWebSocketBridge,
+    ExecutionEngineFactory,
+    InMemorySlotLedger,
+    SlotLedger,
+    UserExecutionContext,
+    UserExecutionEngine,
+    WebSocketBridge,
+    demo_agent,
+)
+from enginescope.engines.demo import DEMO_AGENT_NAME
+
+from .errors import UnsupportedBackendError
+from .settings import EngineSettings
+
+__all__ = [
+    "build_agent_registry",
+    "build_slot_ledger",
+    "open_engine_factory",
+    "open_user_engine",
+    "open_websocket_bridge",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def build_agent_registry() -> AgentRegistry:
+    """A registry holding the deterministic demo agent under ``"demo"``."""
+    registry = AgentRegistry()
+    registry.register(DEMO_AGENT_NAME, demo_agent)
+    return registry
+
+
+def build_slot_ledger(settings: EngineSettings) -> SlotLedger:
+    """The per-user slot ledger of ``settings.backend``."""
+    if settings.backend == "memory":
+        return InMemorySlotLedger()
+    raise UnsupportedBackendError(settings.backend, "slot_ledger")
+
+
+async def open_websocket_bridge(settings: EngineSettings) -> AsyncIterator[WebSocketBridge]:
+    """Yield the bridge of ``settings.backend``; close it (and its sender tasks) after."""
+    if settings.backend != "memory":
+        raise UnsupportedBackendError(settings.backend, "websocket_bridge")
+    bridge = AgentWebSocketBridge(**settings.bridge_options())
+    try:
+        yield bridge
+    finally:
+        await bridge.close()
+
+
+async def open_engine_factory(
+    *,
+    before_start: object = None,
+    settings: EngineSettings,
+    websocket_bridge: WebSocketBridge,
+    slot_ledger: SlotLedger,
+    agent_registry: AgentRegistry,
+    database_session_manager: Any = None,
+    redis_manager: Any = None,
+) -> AsyncIterator[ExecutionEngineFactory]:
+    """Yield an ``ExecutionEngineFactory`` built from the settings; shut it down after.
+
+    ``before_start`` is ignored; it is injected first, so the container passes its captive
+    dependency check there and a misconfigured container fails before anything starts.
+    """
+    del before_start
+    factory = ExecutionEngineFactory(
+        websocket_bridge,
+        database_session_manager=database_session_manager,
+        redis_manager=redis_manager,
+        agent_registry=agent_registry,
+        slot_ledger=slot_ledger,
+        **settings.factory_options(),
+    )
+    logger.debug("engine factory started", extra={"factory": factory})
+    try:
+        yield factory
+    finally:
+        await factory.shutdown()
+        logger.debug("engine factory shut down", extra={"factory": factory})
+
+
+async def open_user_engine(
+    factory: ExecutionEngineFactory, context: UserExecutionContext
+) -> AsyncIterator[UserExecutionEngine]:
+    """Yield an engine for ``context`` from ``factory``; clean it up through the factory."""
+    engine = await factory.create_for_user(context)
+    try:
+        yield engine
+    finally:
+        await factory.cleanup_engine(engine)

@@ -1,0 +1,60 @@
+"""``EngineSettings``: every engine, bridge and backend knob, read from ``ENGINESCOPE_*``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from enginescope.engines.engine import DEFAULT_MAX_CONCURRENT_RUNS
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Backend", "EngineSettings"]
+
+Backend = Literal["memory", "redis"]
+
+
+class EngineSettings(BaseSettings):
+    """The settings of an :class:`~enginescope.containers.EngineContainer`.
+
+    Each field is read from the environment variable ``ENGINESCOPE_<FIELD>`` (case
+    insensitive), e.g. ``ENGINESCOPE_MAX_ENGINES_PER_USER=4``. A zero or negative limit or
+    timeout fails at startup with a ``pydantic.ValidationError`` that names the setting.
+    Instances are frozen: build a new one (``settings.model_copy(update=...)``) to change one.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ENGINESCOPE_", frozen=True)
+
+    max_engines_per_user: int = Field(default=2, gt=0)
+    engine_timeout_seconds: float = Field(default=300, gt=0)
+    cleanup_interval_seconds: float = Field(default=60, gt=0)
+    shutdown_timeout_seconds: float = Field(default=10, gt=0)
+    agent_timeout_seconds: float | None = Field(default=None, gt=0)
+    max_concurrent_runs: int = Field(default=DEFAULT_MAX_CONCURRENT_RUNS, gt=0)
+
+    bridge_queue_size: int = Field(default=256, gt=0)
+    bridge_send_timeout_seconds: float = Field(default=10, gt=0)
+
+    backend: Backend = "memory"
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", min_length=1, repr=False)
+    redis_lease_ttl_seconds: float = Field(default=30, gt=0)
+    redis_stream_maxlen: int = Field(default=1000, gt=0)
+    redis_replay_window_seconds: float = Field(default=60, gt=0)
+    redis_key_prefix: str = Field(default="enginescope", min_length=1)
+
+    def factory_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``ExecutionEngineFactory`` these settings fix."""
+        return {
+            "max_engines_per_user": self.max_engines_per_user,
+            "engine_timeout_seconds": self.engine_timeout_seconds,
+            "cleanup_interval_seconds": self.cleanup_interval_seconds,
+            "shutdown_timeout_seconds": self.shutdown_timeout_seconds,
+            "agent_timeout_seconds": self.agent_timeout_seconds,
+            "max_concurrent_runs": self.max_concurrent_runs,
+        }
+
+    def bridge_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``AgentWebSocketBridge`` these settings fix."""
+        return {
+            "queue_size": self.bridge_queue_size,
+            "send_timeout_seconds": self.bridge_send_timeout_seconds,
+        }
