@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from dependency_injector import containers, providers
-from enginescope.engines import UserExecutionEngine
+from enginescope.engines import ExecutionEngineFactory, UserExecutionEngine, WebSocketBridge
 from enginescope.providers import Scoped, ScopeValue, check_captive_dependencies
 
 from ._resources import (
@@ -18,6 +19,20 @@ from ._resources import (
 from .settings import EngineSettings
 
 __all__ = ["EngineContainer", "check_container_tree"]
+
+T = TypeVar("T")
+
+
+class _AsyncResource(providers.Resource[T]):
+    """A Resource that is async from the start (copies too), even when overridden.
+
+    So ``await container.init_resources()`` and ``await container.shutdown_resources()``
+    always work, and ``await container.websocket_bridge()`` works with any override.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.enable_async_mode()
 
 
 def check_container_tree(container: object) -> None:
@@ -38,11 +53,14 @@ class EngineContainer(containers.DeclarativeContainer):
 
     ``settings`` is a Singleton of :class:`EngineSettings` (read from ``ENGINESCOPE_*``);
     override it with an instance: ``container.settings.override(EngineSettings(...))``.
-    ``websocket_bridge`` and ``engine_factory`` are async Resources: ``await
-    container.init_resources()`` starts them, ``await container.shutdown_resources()``
-    shuts the factory down (closing every engine) and then closes the bridge. Inside
-    ``async with user_scope(ctx):``, ``await container.user_engine()`` is that scope's
-    engine; it is cleaned up through the factory when the scope closes.
+    ``database_session_manager`` and ``redis_manager`` provide ``None`` until overridden;
+    ``agent_registry`` holds the demo agent (``"demo"``): override it with your registry.
+    ``websocket_bridge`` and ``engine_factory`` are async Resources, always awaited (also
+    when overridden): ``await container.init_resources()`` starts them, ``await
+    container.shutdown_resources()`` shuts the factory down (closing every engine) and
+    then closes the bridge it built. Inside ``async with user_scope(ctx):``, ``await
+    container.user_engine()`` is that scope's engine; it is cleaned up through the factory
+    when the scope closes.
 
     Captive dependencies (a Singleton or Resource that depends on ``user_engine`` or
     ``user_context``) are refused when a subclass is defined and again, over the whole
@@ -57,9 +75,11 @@ class EngineContainer(containers.DeclarativeContainer):
     redis_manager: providers.Provider[Any] = providers.Object(None)
     agent_registry = providers.Singleton(build_agent_registry)
     slot_ledger = providers.Singleton(build_slot_ledger, settings)
-    websocket_bridge = providers.Resource(open_websocket_bridge, settings)
+    websocket_bridge: _AsyncResource[Awaitable[WebSocketBridge]] = _AsyncResource(
+        open_websocket_bridge, settings
+    )
 
-    engine_factory = providers.Resource(
+    engine_factory: _AsyncResource[Awaitable[ExecutionEngineFactory]] = _AsyncResource(
         open_engine_factory,
         before_start=providers.Callable(check_container_tree, __self__),
         settings=settings,
@@ -71,7 +91,7 @@ class EngineContainer(containers.DeclarativeContainer):
     )
 
     user_context = ScopeValue()
-    user_engine: Scoped[UserExecutionEngine] = Scoped(
+    user_engine: Scoped[Awaitable[UserExecutionEngine]] = Scoped(
         open_user_engine, factory=engine_factory, context=user_context
     )
 
