@@ -1,0 +1,195 @@
+"""The chat app: FastAPI, one page, a login, a WebSocket, metrics.
+
+``create_app()`` builds a :class:`ChatContainer` (the app's settings, the token signer,
+the WebSocket gateway and an :class:`EngineContainer` composed into it), wires this
+module's endpoints to it with dependency-injector, and returns the FastAPI app. The
+container's resources (the bridge and the engine factory) start and stop with the app's
+lifespan. Run it with ``python -m examples.chat`` or
+``uvicorn --factory examples.chat.app:create_app``.
+"""
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from dependency_injector import containers, providers
+from dependency_injector.wiring import Provide, inject
+from enginescope.containers import EngineContainer
+from enginescope.containers.fastapi import (
+    POLICY_VIOLATION,
+    WebSocketGateway,
+    engine_lifespan,
+    engine_metrics,
+    metrics_endpoint,
+)
+from enginescope.engines import AgentRegistry
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, WebSocket
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from .agent import AGENT_NAME, make_chat_agent
+from .auth import MAX_NAME_LENGTH, InvalidNameError, InvalidTokenError, TokenSigner, new_user_id
+from .settings import ChatSettings
+
+__all__ = ["ChatContainer", "create_app"]
+
+logger = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+MAX_AUTH_FRAME_BYTES = 2048
+
+
+def build_agent_registry(settings: ChatSettings) -> AgentRegistry:
+    """The chat agent, with the tool delay the settings ask for."""
+    registry = AgentRegistry()
+    registry.register(AGENT_NAME, make_chat_agent(settings.tool_delay_seconds))
+    return registry
+
+
+def build_signer(settings: ChatSettings) -> TokenSigner:
+    return TokenSigner(settings.secret.get_secret_value(), settings.token_ttl_seconds)
+
+
+class ChatContainer(containers.DeclarativeContainer):
+    """The app's container; ``engines`` is an :class:`EngineContainer` with our agent."""
+
+    settings = providers.Singleton(ChatSettings)
+    engines = providers.Container(
+        EngineContainer, agent_registry=providers.Singleton(build_agent_registry, settings)
+    )
+    tokens = providers.Singleton(build_signer, settings)
+    gateway = providers.Singleton(
+        WebSocketGateway,
+        bridge=engines.websocket_bridge.provider,
+        user_engine=engines.user_engine.provider,
+        agent_name=AGENT_NAME,
+        max_message_bytes=settings.provided.max_message_bytes,
+    )
+
+
+class LoginRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+
+
+class LoginResponse(BaseModel):
+    token: str
+    user_id: str
+    name: str
+    expires_at: int
+
+
+router = APIRouter()
+
+
+@router.get("/", include_in_schema=False)
+async def index() -> FileResponse:
+    return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.post("/login")
+@inject
+async def login(
+    request: LoginRequest, tokens: Annotated[TokenSigner, Depends(Provide[ChatContainer.tokens])]
+) -> LoginResponse:
+    """A fresh user id for ``name`` and a signed token that expires."""
+    try:
+        user_id = new_user_id(request.name)
+    except InvalidNameError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    token = tokens.issue(user_id, request.name.strip())
+    claims = tokens.verify(token)
+    return LoginResponse(
+        token=token, user_id=user_id, name=claims.name, expires_at=claims.expires_at
+    )
+
+
+@router.get("/api/metrics")
+@inject
+async def api_metrics(
+    engines: Annotated[Any, Depends(Provide[ChatContainer.engines])],
+    gateway: Annotated[WebSocketGateway, Depends(Provide[ChatContainer.gateway])],
+) -> dict[str, Any]:
+    """Live factory and bridge metrics as JSON, for the page's panel."""
+    return {**engine_metrics(engines), "websocket_sessions": gateway.session_count}
+
+
+@router.websocket("/ws")
+@inject
+async def chat_socket(
+    websocket: WebSocket,
+    tokens: Annotated[TokenSigner, Depends(Provide[ChatContainer.tokens])],
+    gateway: Annotated[WebSocketGateway, Depends(Provide[ChatContainer.gateway])],
+    settings: Annotated[ChatSettings, Depends(Provide[ChatContainer.settings])],
+) -> None:
+    """Authenticate (``?token=`` or a first ``{"type": "auth", "token": ...}`` frame),
+    then serve the socket; a missing, forged or expired token closes it with 1008."""
+    await websocket.accept()
+    token = websocket.query_params.get("token") or await _first_frame_token(
+        websocket, settings.auth_timeout_seconds
+    )
+    try:
+        claims = tokens.verify(token)
+    except InvalidTokenError as exc:
+        with contextlib.suppress(RuntimeError):  # the client may be gone already
+            await websocket.close(POLICY_VIOLATION, f"unauthorized: {exc.reason}")
+        return
+    await gateway.serve(websocket, claims.user_id)
+
+
+async def _first_frame_token(websocket: WebSocket, timeout: float) -> str | None:
+    try:
+        async with asyncio.timeout(timeout):
+            message = await websocket.receive()
+    except TimeoutError:
+        return None
+    text = message.get("text")
+    if not isinstance(text, str) or len(text.encode("utf-8")) > MAX_AUTH_FRAME_BYTES:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and data.get("type") == "auth":
+        token = data.get("token")
+        return token if isinstance(token, str) else None
+    return None
+
+
+def _lifespan(container: ChatContainer) -> Any:
+    """The glue's lifespan, then one log line with the factory's final metrics."""
+    engines = container.engines()
+    run_resources = engine_lifespan(engines, gateway=container.gateway())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with run_resources(app):
+            factory = await _resolved(engines.engine_factory())
+            yield
+        final = factory.get_factory_metrics(include_keys=True)
+        logger.info("final engine metrics %s", json.dumps(final, sort_keys=True))
+
+    return lifespan
+
+
+async def _resolved(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def create_app(container: ChatContainer | None = None) -> FastAPI:
+    """The chat app around ``container`` (a fresh :class:`ChatContainer` by default)."""
+    container = container or ChatContainer()
+    container.wire(modules=[__name__])
+    app = FastAPI(title="enginescope chat", lifespan=_lifespan(container))
+    app.state.container = container
+    app.include_router(router)
+    app.add_route("/metrics", metrics_endpoint(container.engines()), include_in_schema=False)
+    return app
