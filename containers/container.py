@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 from dependency_injector import containers, providers
 from enginescope.engines import ExecutionEngineFactory, UserExecutionEngine, WebSocketBridge
-from enginescope.providers import Scoped, ScopeValue, check_captive_dependencies
+from enginescope.providers import ScopeValue, check_captive_dependencies
 
+from ._async_providers import AsyncResource, AsyncScoped
 from ._resources import (
     build_agent_registry,
     build_slot_ledger,
@@ -19,20 +20,6 @@ from ._resources import (
 from .settings import EngineSettings
 
 __all__ = ["EngineContainer", "check_container_tree"]
-
-T = TypeVar("T")
-
-
-class _AsyncResource(providers.Resource[T]):
-    """A Resource that is async from the start (copies too), even when overridden.
-
-    So ``await container.init_resources()`` and ``await container.shutdown_resources()``
-    always work, and ``await container.websocket_bridge()`` works with any override.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.enable_async_mode()
 
 
 def check_container_tree(container: object) -> None:
@@ -55,7 +42,7 @@ class EngineContainer(containers.DeclarativeContainer):
     override it with an instance: ``container.settings.override(EngineSettings(...))``.
     ``database_session_manager`` and ``redis_manager`` provide ``None`` until overridden;
     ``agent_registry`` holds the demo agent (``"demo"``): override it with your registry.
-    ``websocket_bridge`` and ``engine_factory`` are async Resources, always awaited (also
+    ``websocket_bridge``, ``engine_factory`` and ``user_engine`` are always awaited (also
     when overridden): ``await container.init_resources()`` starts them, ``await
     container.shutdown_resources()`` shuts the factory down (closing every engine) and
     then closes the bridge it built. Inside ``async with user_scope(ctx):``, ``await
@@ -75,11 +62,11 @@ class EngineContainer(containers.DeclarativeContainer):
     redis_manager: providers.Provider[Any] = providers.Object(None)
     agent_registry = providers.Singleton(build_agent_registry)
     slot_ledger = providers.Singleton(build_slot_ledger, settings)
-    websocket_bridge: _AsyncResource[Awaitable[WebSocketBridge]] = _AsyncResource(
+    websocket_bridge: AsyncResource[Awaitable[WebSocketBridge]] = AsyncResource(
         open_websocket_bridge, settings
     )
 
-    engine_factory: _AsyncResource[Awaitable[ExecutionEngineFactory]] = _AsyncResource(
+    engine_factory: AsyncResource[Awaitable[ExecutionEngineFactory]] = AsyncResource(
         open_engine_factory,
         before_start=providers.Callable(check_container_tree, __self__),
         settings=settings,
@@ -91,7 +78,7 @@ class EngineContainer(containers.DeclarativeContainer):
     )
 
     user_context = ScopeValue()
-    user_engine: Scoped[Awaitable[UserExecutionEngine]] = Scoped(
+    user_engine: AsyncScoped[Awaitable[UserExecutionEngine]] = AsyncScoped(
         open_user_engine, factory=engine_factory, context=user_context
     )
 
