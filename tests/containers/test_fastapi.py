@@ -1,0 +1,286 @@
+"""The FastAPI/Starlette glue: lifespan, WebSocket gateway and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from enginescope.containers import EngineContainer, EngineSettings
+from enginescope.containers.fastapi import (
+    GOING_AWAY,
+    MESSAGE_TOO_BIG,
+    EngineMetricsCollector,
+    WebSocketGateway,
+    engine_lifespan,
+    engine_metrics,
+    metrics_endpoint,
+)
+from enginescope.engines import AgentRegistry, AgentRun
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+AGENT = "echo"
+ECHO_EVENTS = ["agent_started", "agent_thinking", "agent_completed"]
+
+
+async def echo_agent(run: AgentRun) -> str:
+    """Thinks once and echoes; a message starting with ``wait`` blocks until cancelled."""
+    await run.think("echoing")
+    if run.message.startswith("wait"):
+        await asyncio.sleep(60)
+    return run.message.upper()
+
+
+class ChatHarness:
+    """A Starlette app on the glue, with a test-only ``/ws/{user_id}`` route."""
+
+    def __init__(self, max_engines_per_user: int = 2) -> None:
+        self.container = EngineContainer()
+        self.container.settings.override(EngineSettings(max_engines_per_user=max_engines_per_user))
+        agents = AgentRegistry()
+        agents.register(AGENT, echo_agent)
+        self.container.agent_registry.override(agents)
+        self.gateway = WebSocketGateway.for_container(
+            self.container, agent_name=AGENT, max_message_bytes=256
+        )
+        self.app = Starlette(
+            lifespan=engine_lifespan(self.container, gateway=self.gateway),
+            routes=[
+                WebSocketRoute("/ws/{user_id}", self.serve),
+                Route("/metrics", metrics_endpoint(self.container)),
+            ],
+        )
+
+    async def serve(self, websocket: WebSocket) -> None:
+        await self.gateway.serve(websocket, websocket.path_params["user_id"])
+
+    def metrics(self) -> dict[str, Any]:
+        return engine_metrics(self.container)
+
+
+@pytest.fixture
+def harness() -> ChatHarness:
+    return ChatHarness()
+
+
+@pytest.fixture
+def client(harness: ChatHarness) -> Iterator[TestClient]:
+    with TestClient(harness.app) as test_client:
+        yield test_client
+
+
+def receive_until(ws: Any, event_type: str, limit: int = 20) -> list[dict[str, Any]]:
+    """Events up to and including the first of ``event_type``."""
+    events = []
+    for _ in range(limit):
+        events.append(ws.receive_json())
+        if events[-1]["type"] == event_type:
+            return events
+    raise AssertionError(f"no {event_type!r} in {events}")
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def closed_code(ws: Any) -> int:
+    with pytest.raises(WebSocketDisconnect) as closed:
+        ws.receive_json()
+    return closed.value.code
+
+
+class TestLifespan:
+    def test_resources_start_with_the_app_and_stop_after_it(self, harness: ChatHarness) -> None:
+        """The engine factory runs exactly while the app runs."""
+        assert not harness.container.engine_factory.initialized
+        with TestClient(harness.app):
+            assert harness.container.engine_factory.initialized
+            assert harness.metrics()["is_shutdown"] is False
+        assert not harness.container.engine_factory.initialized
+        assert {} == harness.metrics()
+
+    def test_close_all_stops_runs_and_closes_sockets_going_away(
+        self, harness: ChatHarness, client: TestClient
+    ) -> None:
+        """Shutdown cancels a live run (agent_error), closes with 1001 and leaves no engine."""
+        with client.websocket_connect("/ws/alice") as ws:
+            ws.receive_json()
+            ws.send_json({"type": "message", "text": "wait for it"})
+            receive_until(ws, "agent_thinking")
+            assert 1 == harness.metrics()["active_engines_count"]
+            client.portal.call(harness.gateway.close_all)  # type: ignore[union-attr]
+            assert "agent_error" == ws.receive_json()["type"]
+            assert GOING_AWAY == closed_code(ws)
+        assert 0 == harness.metrics()["active_engines_count"]
+
+    def test_a_closing_gateway_refuses_new_sockets(
+        self, harness: ChatHarness, client: TestClient
+    ) -> None:
+        """After close_all a new socket is closed with 1001 straight away."""
+        client.portal.call(harness.gateway.close_all)  # type: ignore[union-attr]
+        with client.websocket_connect("/ws/alice") as ws:
+            assert GOING_AWAY == closed_code(ws)
+
+
+class TestServe:
+    def test_the_socket_is_registered_while_open_and_unregistered_after(
+        self, harness: ChatHarness, client: TestClient
+    ) -> None:
+        """The bridge holds the user's connection exactly while the socket is served."""
+        with client.websocket_connect("/ws/alice") as ws:
+            session = ws.receive_json()
+            assert ("session", "alice") == (session["type"], session["user_id"])
+            assert 1 == harness.metrics()["active_connections"]
+            assert 1 == harness.gateway.session_count
+        wait_for(lambda: harness.metrics()["active_connections"] == 0)
+        assert 0 == harness.gateway.session_count
+
+    def test_each_message_runs_in_its_own_scope_with_a_server_run_id(
+        self, harness: ChatHarness, client: TestClient
+    ) -> None:
+        """Two messages: two engines, two fresh run ids; client-sent ids are ignored."""
+        with client.websocket_connect("/ws/alice") as ws:
+            thread_id = ws.receive_json()["thread_id"]
+            runs = []
+            for text in ("one", "two"):
+                ws.send_json({"type": "message", "text": text, "run_id": "mine", "user_id": "bob"})
+                runs.append(receive_until(ws, "agent_completed"))
+        assert [ECHO_EVENTS, ECHO_EVENTS] == [[e["type"] for e in run] for run in runs]
+        run_ids = {event["run_id"] for run in runs for event in run}
+        assert 2 == len(run_ids)
+        assert all(run_id.startswith("run-") for run_id in run_ids)
+        assert {("alice", thread_id)} == {(e["user_id"], e["thread_id"]) for r in runs for e in r}
+        assert ["ONE", "TWO"] == [run[-1]["data"]["result"] for run in runs]
+        metrics = harness.metrics()
+        assert (2, 2, 0) == (
+            metrics["total_engines_created"],
+            metrics["total_engines_cleaned"],
+            metrics["active_engines_count"],
+        )
+
+    def test_two_users_receive_only_their_own_events(self, client: TestClient) -> None:
+        """Alice's run reaches Alice's socket; Bob's socket sees only Bob's run."""
+        with (
+            client.websocket_connect("/ws/alice") as alice,
+            client.websocket_connect("/ws/bob") as bob,
+        ):
+            alice.receive_json()
+            bob.receive_json()
+            alice.send_json({"type": "message", "text": "from alice"})
+            bob.send_json({"type": "message", "text": "from bob"})
+            alice_events = receive_until(alice, "agent_completed")
+            bob_events = receive_until(bob, "agent_completed")
+        assert {"alice"} == {event["user_id"] for event in alice_events}
+        assert {"bob"} == {event["user_id"] for event in bob_events}
+        assert "FROM BOB" == bob_events[-1]["data"]["result"]
+
+    def test_only_issued_thread_ids_are_accepted(self, client: TestClient) -> None:
+        """Another thread id is refused; one from new_thread is used for the run."""
+        with client.websocket_connect("/ws/alice") as ws:
+            ws.receive_json()
+            ws.send_json({"type": "message", "text": "hi", "thread_id": "thread-of-bob"})
+            assert "unknown_thread" == ws.receive_json()["code"]
+            ws.send_json({"type": "new_thread"})
+            issued = ws.receive_json()
+            ws.send_json({"type": "message", "text": "hi", "thread_id": issued["thread_id"]})
+            events = receive_until(ws, "agent_completed")
+        assert "thread" == issued["type"]
+        assert {issued["thread_id"]} == {event["thread_id"] for event in events}
+
+    @pytest.mark.parametrize(
+        ("frame", "code"),
+        [
+            ("{not json", "invalid_json"),
+            ("[1, 2]", "invalid_message"),
+            ('{"type": "shout"}', "unknown_type"),
+            ('{"type": "message", "text": "  "}', "invalid_message"),
+            ('{"type": "message", "text": 42}', "invalid_message"),
+        ],
+    )
+    def test_a_bad_message_is_an_error_event_and_the_socket_stays_open(
+        self, client: TestClient, frame: str, code: str
+    ) -> None:
+        """The client is told what was wrong, and can go on (ping gets pong)."""
+        with client.websocket_connect("/ws/alice") as ws:
+            ws.receive_json()
+            ws.send_text(frame)
+            error = ws.receive_json()
+            ws.send_json({"type": "ping"})
+            assert ("error", code) == (error["type"], error["code"])
+            assert {"type": "pong"} == ws.receive_json()
+
+    def test_a_binary_frame_is_an_error_event(self, client: TestClient) -> None:
+        """Binary frames are refused with an error event."""
+        with client.websocket_connect("/ws/alice") as ws:
+            ws.receive_json()
+            ws.send_bytes(b"{}")
+            assert "invalid_message" == ws.receive_json()["code"]
+
+    def test_an_oversize_frame_closes_the_socket_with_1009(
+        self, harness: ChatHarness, client: TestClient
+    ) -> None:
+        """A frame over max_message_bytes closes with 1009 and unregisters the socket."""
+        with client.websocket_connect("/ws/alice") as ws:
+            ws.receive_json()
+            ws.send_text(json.dumps({"type": "message", "text": "x" * 300}))
+            assert MESSAGE_TOO_BIG == closed_code(ws)
+        wait_for(lambda: harness.metrics()["active_connections"] == 0)
+
+    def test_a_user_at_the_engine_limit_gets_an_error_event(self) -> None:
+        """With one engine per user, a second concurrent run is refused, not crashed."""
+        harness = ChatHarness(max_engines_per_user=1)
+        with TestClient(harness.app) as client, client.websocket_connect("/ws/alice") as ws:
+            ws.receive_json()
+            ws.send_json({"type": "message", "text": "wait"})
+            receive_until(ws, "agent_thinking")
+            ws.send_json({"type": "message", "text": "hello"})
+            error = ws.receive_json()
+            assert ("error", "engine_limit") == (error["type"], error["code"])
+            assert "(1/1)" in error["message"]
+            assert 1 == harness.metrics()["user_limit_rejections"]
+
+
+class TestMetrics:
+    def test_the_endpoint_serves_prometheus_text_read_live(
+        self, harness: ChatHarness, client: TestClient
+    ) -> None:
+        """Gauges follow the live factory: one engine during a run, none after."""
+        with client.websocket_connect("/ws/alice") as ws:
+            ws.receive_json()
+            ws.send_json({"type": "message", "text": "wait"})
+            receive_until(ws, "agent_thinking")
+            during = client.get("/metrics")
+            client.portal.call(harness.gateway.close_all)  # type: ignore[union-attr]
+        after = client.get("/metrics").text
+        assert during.headers["content-type"].startswith("text/plain")
+        assert "enginescope_active_engines 1.0" in during.text
+        assert "enginescope_bridge_active_connections 1.0" in during.text
+        assert "enginescope_active_engines 0.0" in after
+        assert "enginescope_engines_created_total 1.0" in after
+        assert "enginescope_engines_cleaned_total 1.0" in after
+
+    def test_each_endpoint_has_its_own_registry_not_the_global_one(self) -> None:
+        """Two apps in one process do not clash, and nothing lands in prometheus' REGISTRY."""
+        first, second = ChatHarness(), ChatHarness()
+        with TestClient(first.app) as one, TestClient(second.app) as two:
+            assert 200 == one.get("/metrics").status_code
+            assert 200 == two.get("/metrics").status_code
+        assert REGISTRY.get_sample_value("enginescope_active_engines") is None
+
+    def test_a_container_that_has_not_started_reports_nothing(self) -> None:
+        """Scraping never starts the resources."""
+        container = EngineContainer()
+        registry = CollectorRegistry()
+        registry.register(EngineMetricsCollector(container))
+        assert b"" == generate_latest(registry)
+        assert not container.engine_factory.initialized
