@@ -93,11 +93,17 @@ async def _settle(result: object) -> Any:
 
 
 def _started(provider: providers.Provider[Any]) -> Any:
-    """The value of a Resource provider once initialised, else ``None`` (never starts it)."""
+    """The value of a Resource provider once initialised, else ``None`` (never starts it).
+
+    Call it on the event loop that runs the app: off it, an async resource reads as ``None``.
+    """
     resource = cast("providers.Resource[Any]", provider)
     if not resource.initialized:
         return None
-    value = resource()
+    try:
+        value = resource()
+    except RuntimeError:  # an async resource asked for off its event loop's thread
+        return None
     if isinstance(value, asyncio.Future):  # an async resource hands back its finished future
         return value.result() if value.done() and not value.cancelled() else None
     return value

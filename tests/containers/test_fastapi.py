@@ -61,7 +61,13 @@ class ChatHarness:
     async def serve(self, websocket: WebSocket) -> None:
         await self.gateway.serve(websocket, websocket.path_params["user_id"])
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self, client: TestClient | None = None) -> dict[str, Any]:
+        """``engine_metrics``, read on the app's event loop (the client's portal)."""
+        if client is None:
+            return engine_metrics(self.container)
+        return client.portal.call(self._metrics)  # type: ignore[union-attr]
+
+    async def _metrics(self) -> dict[str, Any]:
         return engine_metrics(self.container)
 
 
@@ -103,9 +109,9 @@ class TestLifespan:
     def test_resources_start_with_the_app_and_stop_after_it(self, harness: ChatHarness) -> None:
         """The engine factory runs exactly while the app runs."""
         assert not harness.container.engine_factory.initialized
-        with TestClient(harness.app):
+        with TestClient(harness.app) as client:
             assert harness.container.engine_factory.initialized
-            assert harness.metrics()["is_shutdown"] is False
+            assert harness.metrics(client)["is_shutdown"] is False
         assert not harness.container.engine_factory.initialized
         assert {} == harness.metrics()
 
@@ -117,11 +123,11 @@ class TestLifespan:
             ws.receive_json()
             ws.send_json({"type": "message", "text": "wait for it"})
             receive_until(ws, "agent_thinking")
-            assert 1 == harness.metrics()["active_engines_count"]
+            assert 1 == harness.metrics(client)["active_engines_count"]
             client.portal.call(harness.gateway.close_all)  # type: ignore[union-attr]
             assert "agent_error" == ws.receive_json()["type"]
             assert GOING_AWAY == closed_code(ws)
-        assert 0 == harness.metrics()["active_engines_count"]
+        assert 0 == harness.metrics(client)["active_engines_count"]
 
     def test_a_closing_gateway_refuses_new_sockets(
         self, harness: ChatHarness, client: TestClient
@@ -140,9 +146,9 @@ class TestServe:
         with client.websocket_connect("/ws/alice") as ws:
             session = ws.receive_json()
             assert ("session", "alice") == (session["type"], session["user_id"])
-            assert 1 == harness.metrics()["active_connections"]
+            assert 1 == harness.metrics(client)["active_connections"]
             assert 1 == harness.gateway.session_count
-        wait_for(lambda: harness.metrics()["active_connections"] == 0)
+        wait_for(lambda: harness.metrics(client)["active_connections"] == 0)
         assert 0 == harness.gateway.session_count
 
     def test_each_message_runs_in_its_own_scope_with_a_server_run_id(
@@ -161,7 +167,7 @@ class TestServe:
         assert all(run_id.startswith("run-") for run_id in run_ids)
         assert {("alice", thread_id)} == {(e["user_id"], e["thread_id"]) for r in runs for e in r}
         assert ["ONE", "TWO"] == [run[-1]["data"]["result"] for run in runs]
-        metrics = harness.metrics()
+        metrics = harness.metrics(client)
         assert (2, 2, 0) == (
             metrics["total_engines_created"],
             metrics["total_engines_cleaned"],
@@ -234,7 +240,7 @@ class TestServe:
             ws.receive_json()
             ws.send_text(json.dumps({"type": "message", "text": "x" * 300}))
             assert MESSAGE_TOO_BIG == closed_code(ws)
-        wait_for(lambda: harness.metrics()["active_connections"] == 0)
+        wait_for(lambda: harness.metrics(client)["active_connections"] == 0)
 
     def test_a_user_at_the_engine_limit_gets_an_error_event(self) -> None:
         """With one engine per user, a second concurrent run is refused, not crashed."""
@@ -247,7 +253,7 @@ class TestServe:
             error = ws.receive_json()
             assert ("error", "engine_limit") == (error["type"], error["code"])
             assert "(1/1)" in error["message"]
-            assert 1 == harness.metrics()["user_limit_rejections"]
+            assert 1 == harness.metrics(client)["user_limit_rejections"]
 
 
 class TestMetrics:
