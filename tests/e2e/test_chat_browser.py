@@ -1,0 +1,97 @@
+"""The chat page in a real browser: Debian's chromium, headless, driven by Playwright."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, ChatServer
+
+pytestmark = pytest.mark.e2e
+
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+FIVE = ["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]
+SCREENSHOT_COPY = ROOT / "build" / "e2e-screenshot.png"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[sync_api.Browser]:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+def log_in_and_send(browser: sync_api.Browser, url: str, name: str, text: str) -> sync_api.Page:
+    """A fresh browser context (a separate user) that logs in and sends ``text``."""
+    page = browser.new_context(viewport={"width": 1100, "height": 720}).new_page()
+    page.goto(url)
+    page.fill("#name", name)
+    page.click("#login")
+    page.wait_for_selector("body[data-connected=true]")
+    page.fill("#message", text)
+    page.press("#message", "Enter")
+    return page
+
+
+def timeline(page: sync_api.Page) -> list[tuple[str, str]]:
+    """``(event type, user id)`` of every timeline row, top to bottom."""
+    rows = page.locator("#timeline .event")
+    return [
+        (str(rows.nth(i).get_attribute("data-type")), str(rows.nth(i).get_attribute("data-user")))
+        for i in range(rows.count())
+    ]
+
+
+def side_by_side(browser: sync_api.Browser, shots: list[bytes], path: Path) -> None:
+    """One screenshot showing both users' pages next to each other."""
+    images = "".join(
+        f'<img style="width:50%;border:1px solid #999" src="data:image/png;base64,'
+        f'{base64.b64encode(shot).decode()}">'
+        for shot in shots
+    )
+    page = browser.new_context(viewport={"width": 2200, "height": 740}).new_page()
+    page.set_content(f'<body style="margin:0;display:flex">{images}</body>')
+    page.screenshot(path=str(path))
+
+
+def test_two_users_in_two_browser_contexts_each_see_only_their_own_timeline(
+    browser: sync_api.Browser, chat_server: ChatServer, tmp_path: Path
+) -> None:
+    """Alice and Bob log in in separate contexts, send a message each, and each timeline
+    shows exactly that user's five events; the metrics panel counts both runs."""
+    alice = log_in_and_send(browser, chat_server.url, "Alice", "What is (2 + 3) * 7?")
+    bob = log_in_and_send(browser, chat_server.url, "Bob", "the quick brown fox and the dog")
+    for page in (alice, bob):
+        page.wait_for_selector("#timeline .event[data-type=agent_completed]")
+        page.wait_for_function(
+            "Number(document.querySelector('[data-metric=total_engines_created]').textContent) >= 2"
+        )
+    users = {page: page.get_attribute("body", "data-user") for page in (alice, bob)}
+    shots = [page.screenshot() for page in (alice, bob)]
+    side_by_side(browser, shots, tmp_path / "two-users.png")
+    SCREENSHOT_COPY.parent.mkdir(exist_ok=True)
+    shutil.copyfile(tmp_path / "two-users.png", SCREENSHOT_COPY)
+
+    assert users[alice] != users[bob]
+    for page, user_id in users.items():
+        assert [(kind, user_id) for kind in FIVE] == timeline(page)
+    assert "(2 + 3) * 7 = 35" in alice.inner_text("#timeline")
+    assert "(2 + 3) * 7" not in bob.inner_text("#timeline")
