@@ -6,7 +6,8 @@ Wires the engine domain (``enginescope.engines``) to the scope machinery
 
 from enginescope.providers import Scoped, ScopeValue
 
-from .container import EngineContainer, check_container_tree
+from .captive import check_container_tree
+from .container import EngineContainer
 from .errors import EngineContainerError, UnsupportedBackendError
 from .scope import user_scope
 from .settings import Backend, EngineSettings

@@ -24,8 +24,8 @@ from .settings import EngineSettings
 
 __all__ = [
     "build_agent_registry",
-    "build_slot_ledger",
     "open_engine_factory",
+    "open_slot_ledger",
     "open_user_engine",
     "open_websocket_bridge",
 ]
@@ -40,11 +40,14 @@ def build_agent_registry() -> AgentRegistry:
     return registry
 
 
-def build_slot_ledger(settings: EngineSettings) -> SlotLedger:
-    """The per-user slot ledger of ``settings.backend``."""
-    if settings.backend == "memory":
-        return InMemorySlotLedger()
-    raise UnsupportedBackendError(settings.backend, "slot_ledger")
+async def open_slot_ledger(settings: EngineSettings) -> AsyncIterator[SlotLedger]:
+    """Yield the per-user slot ledger of ``settings.backend``.
+
+    Nothing to do afterwards: the factory closes its ledger when it shuts down.
+    """
+    if settings.backend != "memory":
+        raise UnsupportedBackendError(settings.backend, "slot_ledger")
+    yield InMemorySlotLedger()
 
 
 async def open_websocket_bridge(settings: EngineSettings) -> AsyncIterator[WebSocketBridge]:

@@ -6,33 +6,23 @@ from collections.abc import Awaitable
 from typing import Any
 
 from dependency_injector import containers, providers
-from enginescope.engines import ExecutionEngineFactory, UserExecutionEngine, WebSocketBridge
+from enginescope.engines import (
+    UserExecutionEngine,
+)
 from enginescope.providers import ScopeValue, check_captive_dependencies
 
-from ._async_providers import AsyncResource, AsyncScoped
+from ._async_scoped import AsyncScoped
 from ._resources import (
     build_agent_registry,
-    build_slot_ledger,
     open_engine_factory,
+    open_slot_ledger,
     open_user_engine,
     open_websocket_bridge,
 )
+from .captive import check_container_tree
 from .settings import EngineSettings
 
-__all__ = ["EngineContainer", "check_container_tree"]
-
-
-def check_container_tree(container: object) -> None:
-    """Refuse captive dependencies in ``container`` and every container that composes it.
-
-    Walks up from ``container`` through ``providers.Container`` parents to the outermost
-    application container and checks all of it, so a Singleton declared next to
-    ``providers.Container(EngineContainer)`` cannot capture ``user_engine`` either.
-    """
-    root = container
-    while (parent := getattr(root, "parent", None)) is not None:
-        root = parent
-    check_captive_dependencies(root)
+__all__ = ["EngineContainer"]
 
 
 class EngineContainer(containers.DeclarativeContainer):
@@ -42,12 +32,15 @@ class EngineContainer(containers.DeclarativeContainer):
     override it with an instance: ``container.settings.override(EngineSettings(...))``.
     ``database_session_manager`` and ``redis_manager`` provide ``None`` until overridden;
     ``agent_registry`` holds the demo agent (``"demo"``): override it with your registry.
-    ``websocket_bridge``, ``engine_factory`` and ``user_engine`` are always awaited (also
-    when overridden): ``await container.init_resources()`` starts them, ``await
-    container.shutdown_resources()`` shuts the factory down (closing every engine) and
-    then closes the bridge it built. Inside ``async with user_scope(ctx):``, ``await
-    container.user_engine()`` is that scope's engine; it is cleaned up through the factory
-    when the scope closes.
+    ``slot_ledger``, ``websocket_bridge`` and ``engine_factory`` are async Resources:
+    ``await container.init_resources()`` starts them; ``await
+    container.shutdown_resources()`` shuts the factory down (closing every engine), then
+    closes the bridge it built. Once started, calling one returns a future to ``await``;
+    one overridden by a plain object returns that object.
+
+    Inside ``async with user_scope(ctx):``, ``await container.user_engine()`` is that
+    scope's engine, created through the factory and cleaned up through it when the scope
+    closes; ``container.user_context()`` is ``ctx``.
 
     Captive dependencies (a Singleton or Resource that depends on ``user_engine`` or
     ``user_context``) are refused when a subclass is defined and again, over the whole
@@ -61,12 +54,10 @@ class EngineContainer(containers.DeclarativeContainer):
     database_session_manager: providers.Provider[Any] = providers.Object(None)
     redis_manager: providers.Provider[Any] = providers.Object(None)
     agent_registry = providers.Singleton(build_agent_registry)
-    slot_ledger = providers.Singleton(build_slot_ledger, settings)
-    websocket_bridge: AsyncResource[Awaitable[WebSocketBridge]] = AsyncResource(
-        open_websocket_bridge, settings
-    )
+    slot_ledger = providers.Resource(open_slot_ledger, settings)
+    websocket_bridge = providers.Resource(open_websocket_bridge, settings)
 
-    engine_factory: AsyncResource[Awaitable[ExecutionEngineFactory]] = AsyncResource(
+    engine_factory = providers.Resource(
         open_engine_factory,
         before_start=providers.Callable(check_container_tree, __self__),
         settings=settings,
