@@ -206,7 +206,8 @@ class AgentWebSocketBridge:
     """The in-process :class:`WebSocketBridge`: per-user connections, one sender each.
 
     ``send_to_user`` only touches the connections of that user (a dict lookup), never
-    awaits a socket, and never blocks on a full queue.
+    awaits a socket, and never blocks on a full queue; once a queue is half full it yields
+    to the event loop once, so a burst from one agent lets the senders catch up.
     """
 
     def __init__(self, *, queue_size: int = 256, send_timeout_seconds: float = 10.0) -> None:
@@ -270,12 +271,16 @@ class AgentWebSocketBridge:
             self._dropped_no_connection += 1
             return 0
         reached = 0
+        backed_up = False
         for connection in tuple(connections.values()):
             if connection._offer(event):
                 reached += 1
+                backed_up = backed_up or connection.backlog * 2 >= self._queue_size
             elif self._disconnect(connection, "slow consumer", TRY_AGAIN_LATER):
                 self._slow_disconnects += 1
         self._events_queued += reached
+        if backed_up:  # a burst: let the senders run before the caller queues more
+            await asyncio.sleep(0)
         return reached
 
     def connection_count(self, user_id: str | None = None) -> int:
