@@ -35,7 +35,7 @@ def seqs(socket: FakeSocket) -> list[int]:
 
 
 def other_tasks() -> set[asyncio.Task[Any]]:
-    return asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+    return asyncio.all_tasks() - {asyncio.current_task()}
 
 
 @pytest_asyncio.fixture
@@ -84,7 +84,7 @@ class TestConstruction:
         bridge.register_connection("alice", FakeSocket())
         bridge.register_connection("bob", FakeSocket())
 
-        assert repr(bridge) == "<AgentWebSocketBridge users=2 connections=3 closed=False>"
+        assert "<AgentWebSocketBridge users=2 connections=3 closed=False>" == repr(bridge)
 
 
 class TestRegistration:
@@ -103,7 +103,7 @@ class TestRegistration:
             connection.queued,
             connection.sent,
         )
-        assert len(connection.connection_id) == 32
+        assert 32 == len(connection.connection_id)
         assert int(connection.connection_id, 16) >= 0
         assert (connection,) == bridge.connections_for("alice")
         assert f"connection_id={connection.connection_id!r} open" in repr(connection)
@@ -114,12 +114,12 @@ class TestRegistration:
         for user_id in ("alice", "alice", "bob"):
             bridge.register_connection(user_id, FakeSocket())
 
-        assert (
+        assert (2, 1, 0, 3) == (
             bridge.connection_count("alice"),
             bridge.connection_count("bob"),
             bridge.connection_count("carol"),
             bridge.connection_count(),
-        ) == (2, 1, 0, 3)
+        )
 
     @pytest.mark.parametrize("user_id", ["", "  ", None, 7])
     @pytest.mark.asyncio
@@ -130,8 +130,8 @@ class TestRegistration:
         with pytest.raises(InvalidContextError) as caught:
             bridge.register_connection(user_id, FakeSocket())  # type: ignore[arg-type]
 
-        assert caught.value.field == "user_id"
-        assert bridge.connection_count() == 0
+        assert "user_id" == caught.value.field
+        assert 0 == bridge.connection_count()
 
     @pytest.mark.parametrize("socket", [None, object(), "socket"])
     @pytest.mark.asyncio
@@ -170,9 +170,9 @@ class TestRegistration:
         bridge.unregister_connection(connection)
         await connection.wait_closed()
 
-        assert (connection.is_open, connection.close_reason) == (False, "unregistered")
-        assert bridge.connections_for("alice") == ()
-        assert (bridge.get_metrics()["users_connected"], bridge.connection_count()) == (0, 0)
+        assert (False, "unregistered") == (connection.is_open, connection.close_reason)
+        assert () == bridge.connections_for("alice")
+        assert (0, 0) == (bridge.get_metrics()["users_connected"], bridge.connection_count())
 
     @pytest.mark.asyncio
     async def test_unregister_before_the_sender_ever_ran(self) -> None:
@@ -186,6 +186,19 @@ class TestRegistration:
 
         assert set() == other_tasks()
 
+    def test_unregister_after_the_loop_ended(self) -> None:
+        """Unregistering from sync code once the loop is gone still closes the connection."""
+        bridge = AgentWebSocketBridge()
+
+        async def register() -> Connection:
+            return bridge.register_connection("alice", FakeSocket())
+
+        connection = asyncio.run(register())
+        bridge.unregister_connection(connection)
+
+        assert (False, 0) == (connection.is_open, bridge.connection_count())
+        assert connection._closed.is_set()
+
     @pytest.mark.asyncio
     async def test_unregister_none_or_foreign_connection_is_a_noop(
         self, bridge: AgentWebSocketBridge
@@ -198,7 +211,7 @@ class TestRegistration:
         bridge.unregister_connection(None)
         bridge.unregister_connection(foreign)
 
-        assert (mine.is_open, foreign.is_open, bridge.connection_count()) == (True, True, 1)
+        assert (True, True, 1) == (mine.is_open, foreign.is_open, bridge.connection_count())
         await other.close()
 
     @pytest.mark.asyncio
@@ -210,10 +223,10 @@ class TestRegistration:
         bridge.unregister_connection(bridge.register_connection("alice", gone))
         bridge.register_connection("alice", stays)
 
-        assert await bridge.send_to_user("alice", event(1)) == 1
+        assert 1 == await bridge.send_to_user("alice", event(1))
         await bridge.flush()
 
-        assert (seqs(gone), seqs(stays)) == ([], [1])
+        assert ([], [1]) == (seqs(gone), seqs(stays))
 
 
 class TestDelivery:
@@ -229,9 +242,9 @@ class TestDelivery:
         reached = [await bridge.send_to_user("alice", event(n)) for n in (1, 2, 3)]
         await bridge.flush()
 
-        assert reached == [2, 2, 2]
-        assert (seqs(phone), seqs(laptop), seqs(stranger)) == ([1, 2, 3], [1, 2, 3], [])
-        assert [(c.queued, c.sent) for c in bridge.connections_for("alice")] == [(3, 3), (3, 3)]
+        assert [2, 2, 2] == reached
+        assert ([1, 2, 3], [1, 2, 3], []) == (seqs(phone), seqs(laptop), seqs(stranger))
+        assert [(3, 3), (3, 3)] == [(c.queued, c.sent) for c in bridge.connections_for("alice")]
 
     @pytest.mark.asyncio
     async def test_isolation_across_many_users_with_concurrent_sends(
@@ -257,7 +270,7 @@ class TestDelivery:
             for socket in user_sockets:
                 assert {user_id} == {message["user_id"] for message in socket.messages}
                 assert list(range(1, 21)) == seqs(socket)
-        assert bridge.get_metrics()["events_sent"] == 50 * 3 * 20
+        assert 50 * 3 * 20 == bridge.get_metrics()["events_sent"]
 
     @pytest.mark.asyncio
     async def test_user_without_connections_drops_and_counts(
@@ -266,11 +279,11 @@ class TestDelivery:
         """An event for a user with no connection reaches nobody and is counted as dropped."""
         bridge.register_connection("bob", bob := FakeSocket())
 
-        assert await bridge.send_to_user("alice", event(1)) == 0
+        assert 0 == await bridge.send_to_user("alice", event(1))
         await bridge.flush()
 
-        assert bridge.get_metrics()["events_dropped_no_connection"] == 1
-        assert bob.messages == []
+        assert 1 == bridge.get_metrics()["events_dropped_no_connection"]
+        assert [] == bob.messages
 
     @pytest.mark.asyncio
     async def test_flush_of_one_user_waits_only_for_that_user(
@@ -286,10 +299,10 @@ class TestDelivery:
 
         await bridge.flush("bob")
 
-        assert (seqs(blocked), seqs(fast)) == ([], [1])
+        assert ([], [1]) == (seqs(blocked), seqs(fast))
         gate.set()
         await bridge.flush()
-        assert seqs(blocked) == [1]
+        assert [1] == seqs(blocked)
 
     @pytest.mark.asyncio
     async def test_metrics(self, bridge: AgentWebSocketBridge) -> None:
@@ -301,7 +314,7 @@ class TestDelivery:
         await bridge.send_to_user("carol", event(1, "carol"))
         await bridge.flush()
 
-        assert bridge.get_metrics() == {
+        assert {
             "events_queued": 2,
             "events_sent": 2,
             "events_dropped_no_connection": 1,
@@ -309,7 +322,7 @@ class TestDelivery:
             "failed_socket_disconnects": 0,
             "active_connections": 3,
             "users_connected": 2,
-        }
+        } == bridge.get_metrics()
 
 
 class TestSlowConsumers:
@@ -330,11 +343,11 @@ class TestSlowConsumers:
             await bridge.send_to_user("bob", event(n, "bob"))
         await bridge.flush("bob")
 
-        assert seqs(fast) == [1, 2, 3, 4, 5]
-        assert (seqs(slow), slow.sending.is_set()) == ([], True)
+        assert [1, 2, 3, 4, 5] == seqs(fast)
+        assert ([], True) == (seqs(slow), slow.sending.is_set())
         gate.set()
         await bridge.flush("alice")
-        assert seqs(slow) == [1, 2, 3, 4, 5]
+        assert [1, 2, 3, 4, 5] == seqs(slow)
 
     @pytest.mark.asyncio
     async def test_blocked_socket_does_not_delay_the_same_users_other_socket(
@@ -350,7 +363,7 @@ class TestSlowConsumers:
         while len(fast.messages) < 3:
             await asyncio.sleep(0)
 
-        assert (seqs(slow), seqs(fast)) == ([], [1, 2, 3])
+        assert ([], [1, 2, 3]) == (seqs(slow), seqs(fast))
 
     @pytest.mark.asyncio
     async def test_queue_overflow_disconnects_with_try_again_later(self) -> None:
@@ -366,14 +379,14 @@ class TestSlowConsumers:
         await slow_connection.wait_closed()
         await bridge.flush()
 
-        assert reached == [2, 2, 1, 1]
+        assert [2, 2, 1, 1] == reached
         assert slow.close_codes == [TRY_AGAIN_LATER]
-        assert (slow_connection.is_open, slow_connection.close_reason) == (False, "slow consumer")
-        assert seqs(healthy) == [1, 2, 3, 4, 5]
-        assert (
+        assert (False, "slow consumer") == (slow_connection.is_open, slow_connection.close_reason)
+        assert [1, 2, 3, 4, 5] == seqs(healthy)
+        assert (1, 1) == (
             bridge.get_metrics()["slow_consumer_disconnects"],
             bridge.connection_count("alice"),
-        ) == (1, 1)
+        )
         await bridge.close()
 
     @pytest.mark.asyncio
@@ -386,9 +399,9 @@ class TestSlowConsumers:
         reached = [await bridge.send_to_user("alice", event(n)) for n in range(1, 101)]
         await bridge.flush()
 
-        assert reached == [1] * 100
+        assert [1] * 100 == reached
         assert seqs(socket) == list(range(1, 101))
-        assert bridge.get_metrics()["slow_consumer_disconnects"] == 0
+        assert 0 == bridge.get_metrics()["slow_consumer_disconnects"]
         await bridge.close()
 
     @pytest.mark.asyncio
@@ -408,7 +421,7 @@ class TestSlowConsumers:
             await connection.wait_closed()
 
         assert socket.close_codes == [TRY_AGAIN_LATER]
-        assert [r.message for r in caplog.records] == ["Closing a disconnected WebSocket failed"]
+        assert ["Closing a disconnected WebSocket failed"] == [r.message for r in caplog.records]
         await bridge.close()
 
     @pytest.mark.asyncio
@@ -428,11 +441,55 @@ class TestSlowConsumers:
             await bridge.send_to_user("alice", event(n))
         await connection.wait_closed()
 
-        assert (
+        assert (False, 1) == (
             connection.is_open,
             bridge.get_metrics()["slow_consumer_disconnects"],
-        ) == (False, 1)
+        )
         await bridge.close()
+
+    @pytest.mark.asyncio
+    async def test_sync_close_is_called_too(self) -> None:
+        """A socket whose close() is a plain method is closed with 1013 as well."""
+
+        class SyncClose(FakeSocket):
+            def close(self, code: int = 1000) -> None:  # type: ignore[override]
+                self.close_codes.append(code)
+
+        bridge = AgentWebSocketBridge(queue_size=1)
+        socket = SyncClose(gate=asyncio.Event())
+        connection = bridge.register_connection("alice", socket)
+        for n in (1, 2, 3):
+            await bridge.send_to_user("alice", event(n))
+        await connection.wait_closed()
+
+        assert [TRY_AGAIN_LATER] == socket.close_codes
+        await bridge.close()
+
+
+class TestFakeSocket:
+    """The reusable FakeSocket records, delays and fails as told."""
+
+    @pytest.mark.asyncio
+    async def test_records_messages_and_close_codes(self) -> None:
+        """Sent messages and close codes are recorded in order."""
+        socket = FakeSocket("tab", delay=0.001)
+        await socket.send_json({"type": "agent_started"})
+        await socket.send_json(["not", "a", "dict"])
+        await socket.close(1001)
+
+        assert ["agent_started"] == socket.types()
+        assert (2, [1001], True) == (socket.attempts, socket.close_codes, socket.closed)
+        assert "<FakeSocket 'tab' messages=2 closed=True close_codes=[1001]>" == repr(socket)
+
+    @pytest.mark.asyncio
+    async def test_fails_after_the_given_number_of_sends(self) -> None:
+        """fail_with raises once fail_after messages went through."""
+        socket = FakeSocket(fail_with=OSError("gone"), fail_after=1)
+        await socket.send_json(1)
+
+        with pytest.raises(OSError, match="gone"):
+            await socket.send_json(2)
+        assert [1] == socket.messages
 
 
 class TestDeadSockets:
@@ -459,15 +516,15 @@ class TestDeadSockets:
 
         assert (list(range(1, fail_after + 1)), [1, 2, 3, 4]) == (seqs(dead), seqs(alive))
         assert fail_after + 1 == dead.attempts
-        assert (
+        assert (False, "send failed", []) == (
             dead_connection.is_open,
             dead_connection.close_reason,
             dead.close_codes,
-        ) == (False, "send failed", [])
-        assert (
+        )
+        assert (1, 1) == (
             bridge.get_metrics()["failed_socket_disconnects"],
             bridge.connection_count("alice"),
-        ) == (1, 1)
+        )
         [record] = caplog.records
         assert ("alice", dead_connection.connection_id) == (
             record.user_id,  # type: ignore[attr-defined]
@@ -484,12 +541,12 @@ class TestDeadSockets:
         await bridge.send_to_user("alice", event(1))
         await connection.wait_closed()
 
-        assert (connection.is_open, connection.close_reason) == (False, "send timed out")
+        assert (False, "send timed out") == (connection.is_open, connection.close_reason)
         assert (
             hanging.close_codes,
             bridge.get_metrics()["failed_socket_disconnects"],
         ) == ([TRY_AGAIN_LATER], 1)
-        assert await bridge.send_to_user("alice", event(2)) == 0
+        assert 0 == await bridge.send_to_user("alice", event(2))
         await bridge.close()
 
 
@@ -511,9 +568,9 @@ class TestShutdown:
         await bridge.close()
 
         assert set() == other_tasks()
-        assert [connection.is_open for connection in connections] == [False] * 6
+        assert [False] * 6 == [connection.is_open for connection in connections]
         assert {"bridge closed"} == {connection.close_reason for connection in connections}
-        assert (bridge.connection_count(), bridge.get_metrics()["users_connected"]) == (0, 0)
+        assert (0, 0) == (bridge.connection_count(), bridge.get_metrics()["users_connected"])
         for connection in connections:
             await asyncio.wait_for(connection.wait_closed(), timeout=1)
 
@@ -526,7 +583,7 @@ class TestShutdown:
         await bridge.close()
         await bridge.close()
 
-        assert (bridge.is_closed, await bridge.send_to_user("alice", event(1))) == (True, 0)
+        assert (True, 0) == (bridge.is_closed, await bridge.send_to_user("alice", event(1)))
         assert "closed=True" in repr(bridge)
 
     @pytest.mark.asyncio

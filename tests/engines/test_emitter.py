@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import re
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,17 +86,17 @@ class TestEnvelope:
         reached = await emit_the_five(emitter)
 
         events = bridge.events_for(USER)
-        assert reached == [1, 1, 1, 1, 1]
+        assert [1, 1, 1, 1, 1] == reached
         assert list(EVENT_TYPES[:5]) == [event["type"] for event in events]
-        assert [event["seq"] for event in events] == [1, 2, 3, 4, 5]
+        assert [1, 2, 3, 4, 5] == [event["seq"] for event in events]
         for event in events:
-            assert set(event) == ENVELOPE_KEYS
+            assert ENVELOPE_KEYS == set(event)
             assert (
                 event["user_id"],
                 event["thread_id"],
                 event["run_id"],
             ) == (USER, "thread-1", "run-1")
-            assert event["agent_name"] == "triage"
+            assert "triage" == event["agent_name"]
             assert UTC.utcoffset(None) == datetime.fromisoformat(event["timestamp"]).utcoffset()
 
     @pytest.mark.asyncio
@@ -104,13 +105,13 @@ class TestEnvelope:
         bridge = RecordingBridge()
         await emit_the_five(make_emitter(bridge))
 
-        assert [event["data"] for event in bridge.events_for(USER)] == [
+        assert [
             {"message": "hello"},
             {"thought": "reading the ticket", "step": 1},
             {"tool_name": "search", "parameters": {"query": "refund"}},
             {"tool_name": "search", "result": ["doc-1"], "duration_ms": 12.5, "error": None},
             {"result": {"answer": 42}, "duration_ms": 80.0},
-        ]
+        ] == [event["data"] for event in bridge.events_for(USER)]
 
     @pytest.mark.asyncio
     async def test_agent_error_from_an_exception(self) -> None:
@@ -121,13 +122,13 @@ class TestEnvelope:
         )
 
         [event] = bridge.events_for(USER)
-        assert event["type"] == "agent_error"
-        assert event["seq"] == 1
-        assert event["data"] == {
+        assert "agent_error" == event["type"]
+        assert 1 == event["seq"]
+        assert {
             "error": "bad input",
             "error_type": "ValueError",
             "duration_ms": 3.0,
-        }
+        } == event["data"]
 
     @pytest.mark.parametrize(
         ("error", "expected"),
@@ -166,7 +167,7 @@ class TestEnvelope:
         bridge = RecordingBridge()
         await make_emitter(bridge).notify_tool_executing("triage", "clock")
 
-        assert bridge.events_for(USER)[0]["data"] == {"tool_name": "clock", "parameters": {}}
+        assert {"tool_name": "clock", "parameters": {}} == bridge.events_for(USER)[0]["data"]
 
     @pytest.mark.asyncio
     async def test_long_thought_is_truncated(self) -> None:
@@ -175,7 +176,7 @@ class TestEnvelope:
         await make_emitter(bridge).notify_agent_thinking("triage", "x" * 2500)
 
         thought = bridge.events_for(USER)[0]["data"]["thought"]
-        assert thought == "x" * 2000 + "…[truncated 500 chars]"
+        assert "x" * 2000 + "…[truncated 500 chars]" == thought
 
     @pytest.mark.asyncio
     async def test_concurrent_notifications_get_distinct_increasing_seq(self) -> None:
@@ -205,8 +206,8 @@ class TestEnvelope:
         for _ in range(3):
             await emitter.notify_agent_thinking("a", "t")
 
-        assert (
-            repr(emitter) == "<UserWebSocketEmitter user_id='u-42' run_id='r1' seq=3 closed=False>"
+        assert "<UserWebSocketEmitter user_id='u-42' run_id='r1' seq=3 closed=False>" == repr(
+            emitter
         )
 
 
@@ -222,9 +223,9 @@ class TestIsolation:
         await emitter.notify_tool_executing("a", "t", {"user_id": "victim", "run_id": "x"})
         await emitter.notify_tool_completed("a", "t", {"user_id": "victim"})
 
-        assert bridge.user_ids() == [USER]
-        assert [event["user_id"] for event in bridge.events_for(USER)] == [USER, USER, USER]
-        assert bridge.events_for("victim") == []
+        assert [USER] == bridge.user_ids()
+        assert [USER, USER, USER] == [event["user_id"] for event in bridge.events_for(USER)]
+        assert [] == bridge.events_for("victim")
 
     @pytest.mark.asyncio
     async def test_two_emitters_on_one_bridge_stay_apart(self) -> None:
@@ -237,7 +238,7 @@ class TestIsolation:
         for user_id in ("alice", "bob"):
             events = bridge.events_for(user_id)
             assert {user_id} == {event["user_id"] for event in events}
-            assert [event["seq"] for event in events] == [1, 2, 3, 4, 5]
+            assert [1, 2, 3, 4, 5] == [event["seq"] for event in events]
 
     def test_user_id_is_read_only(self) -> None:
         """The identity of an emitter cannot be reassigned."""
@@ -255,11 +256,11 @@ class TestDelivery:
         """Events reaching a connection count as sent; those reaching none as undelivered."""
         bridge = RecordingBridge(connections=2)
         emitter = make_emitter(bridge)
-        assert await emitter.notify_agent_thinking("a", "t") == 2
+        assert 2 == await emitter.notify_agent_thinking("a", "t")
         bridge.set_connections(0)
-        assert await emitter.notify_agent_thinking("a", "t") == 0
+        assert 0 == await emitter.notify_agent_thinking("a", "t")
 
-        assert (emitter.events_sent, emitter.events_undelivered) == (1, 1)
+        assert (1, 1) == (emitter.events_sent, emitter.events_undelivered)
 
     @pytest.mark.asyncio
     async def test_closed_emitter_sends_nothing(self) -> None:
@@ -271,9 +272,9 @@ class TestDelivery:
 
         reached = await emit_the_five(emitter)
 
-        assert reached == [0, 0, 0, 0, 0]
-        assert bridge.events == []
-        assert (emitter.is_closed, emitter.events_sent, emitter.events_undelivered) == (True, 0, 5)
+        assert [0, 0, 0, 0, 0] == reached
+        assert [] == bridge.events
+        assert (True, 0, 5) == (emitter.is_closed, emitter.events_sent, emitter.events_undelivered)
         assert "closed=True" in repr(emitter)
 
     @pytest.mark.asyncio
@@ -287,8 +288,8 @@ class TestDelivery:
         with caplog.at_level(logging.WARNING, logger="enginescope.engines.emitter"):
             reached = await emitter.notify_agent_started("a")
 
-        assert reached == 0
-        assert (emitter.events_sent, emitter.events_undelivered) == (0, 1)
+        assert 0 == reached
+        assert (0, 1) == (emitter.events_sent, emitter.events_undelivered)
         [record] = caplog.records
         assert (
             record.user_id,  # type: ignore[attr-defined]
@@ -307,7 +308,7 @@ class TestDelivery:
         bridge.recover()
         await emitter.notify_agent_completed("a")
 
-        assert [event["seq"] for event in bridge.events_for(USER)] == [2]
+        assert [2] == [event["seq"] for event in bridge.events_for(USER)]
 
     @pytest.mark.asyncio
     async def test_cancellation_is_not_swallowed(self) -> None:
@@ -329,8 +330,8 @@ class TestDelivery:
 
         emitter = UserWebSocketEmitter(USER, "t", "r", OddBridge())  # type: ignore[arg-type]
 
-        assert await emitter.notify_agent_started("a") == 0
-        assert emitter.events_undelivered == 1
+        assert 0 == await emitter.notify_agent_started("a")
+        assert 1 == emitter.events_undelivered
 
     @pytest.mark.asyncio
     async def test_through_the_real_bridge_to_a_socket(self) -> None:
@@ -345,6 +346,86 @@ class TestDelivery:
             await bridge.close()
 
         assert list(EVENT_TYPES[:5]) == socket.types()
+
+    @pytest.mark.asyncio
+    async def test_odd_names_and_broken_exceptions_still_make_events(self) -> None:
+        """A non-string agent name and an exception whose str() fails still give an event."""
+
+        class UnprintableError(Exception):
+            def __str__(self) -> str:
+                raise RuntimeError("no str")
+
+        bridge = RecordingBridge()
+        emitter = make_emitter(bridge)
+        await emitter.notify_agent_error(42, UnprintableError())  # type: ignore[arg-type]
+
+        [event] = bridge.events_for(USER)
+        assert ("42", "UnprintableError", "UnprintableError") == (
+            event["agent_name"],
+            event["data"]["error"],
+            event["data"]["error_type"],
+        )
+
+
+class TestRecordingBridge:
+    """The reusable RecordingBridge records per user and can be told what to answer."""
+
+    @pytest.mark.asyncio
+    async def test_per_user_connection_counts(self) -> None:
+        """set_connections answers per user, or for everybody, and resets per-user answers."""
+        bridge = RecordingBridge()
+        bridge.set_connections(0, "offline")
+
+        answers = [await bridge.send_to_user(u, {"type": "x"}) for u in ("online", "offline")]
+        bridge.set_connections(3)
+        answers.append(await bridge.send_to_user("offline", {"type": "x"}))
+
+        assert [1, 0, 3] == answers
+        assert ["online", "offline"] == bridge.user_ids()
+        assert "<RecordingBridge events=3 users=2>" == repr(bridge)
+
+    @pytest.mark.asyncio
+    async def test_records_a_snapshot_and_clears(self) -> None:
+        """A recorded event does not change when the sender mutates it; clear() forgets all."""
+        bridge = RecordingBridge()
+        sent: dict[str, Any] = {"type": "x", "data": {"n": 1}}
+        await bridge.send_to_user("u", sent)
+        sent["data"]["n"] = 2
+
+        assert [{"type": "x", "data": {"n": 1}}] == bridge.events_for("u")
+        bridge.clear()
+        assert ([], 0) == (bridge.events, bridge.attempts)
+
+    @pytest.mark.asyncio
+    async def test_uncopyable_events_are_recorded_shallowly(self) -> None:
+        """An event holding something deepcopy refuses is still recorded."""
+
+        class NoCopy:
+            def __deepcopy__(self, memo: object) -> NoCopy:
+                raise TypeError("no copies")
+
+        bridge = RecordingBridge()
+        marker = NoCopy()
+        await bridge.send_to_user("u", {"type": "x", "obj": marker})
+
+        assert marker is bridge.events_for("u")[0]["obj"]
+
+    @pytest.mark.asyncio
+    async def test_wait_for_events(self) -> None:
+        """wait_for_events returns once enough events for the user were recorded."""
+        bridge = RecordingBridge()
+
+        async def later() -> None:
+            for n in range(3):
+                await asyncio.sleep(0)
+                await bridge.send_to_user("u" if n else "other", {"seq": n})
+
+        task = asyncio.create_task(later())
+        events = await bridge.wait_for_events(2, user_id="u")
+        everything = await bridge.wait_for_events(3)
+        await task
+
+        assert ([1, 2], 3) == ([event["seq"] for event in events], len(everything))
 
 
 class TestConstruction:
@@ -369,18 +450,18 @@ class TestConstruction:
 
         assert isinstance(caught.value, TypeError)
         assert isinstance(caught.value, EngineScopeError)
-        assert caught.value.field == "websocket_bridge"
+        assert "websocket_bridge" == caught.value.field
 
     def test_exposes_its_ids(self) -> None:
         """The ids given are exposed unchanged."""
         emitter = UserWebSocketEmitter("u", "t", "r", RecordingBridge())
 
-        assert (
+        assert ("u", "t", "r", False) == (
             emitter.user_id,
             emitter.thread_id,
             emitter.run_id,
             emitter.is_closed,
-        ) == ("u", "t", "r", False)
+        )
 
 
 @dataclasses.dataclass
@@ -443,7 +524,7 @@ class TestSanitize:
 
     def test_secret_containers_are_redacted_whole(self) -> None:
         """A secret key holding a structure loses the whole structure."""
-        assert sanitize({"credentials": {"user": "u", "pw": 1}}) == {"credentials": "[REDACTED]"}
+        assert {"credentials": "[REDACTED]"} == sanitize({"credentials": {"user": "u", "pw": 1}})
 
     @pytest.mark.parametrize(
         ("value", "expected"),
@@ -465,7 +546,7 @@ class TestSanitize:
         """A mapping beyond max_items keeps its first items and says how many were cut."""
         result = sanitize({f"k{i}": i for i in range(5)}, max_items=2)
 
-        assert result == {"k0": 0, "k1": 1, "…": "[3 more items]"}
+        assert {"k0": 0, "k1": 1, "…": "[3 more items]"} == result
 
     def test_nesting_beyond_max_depth_is_cut(self) -> None:
         """Containers nested deeper than max_depth become a marker."""
@@ -473,8 +554,8 @@ class TestSanitize:
         for _ in range(4):
             value = [value]
 
-        assert sanitize(value, max_depth=3) == [[["[MAX DEPTH]"]]]
-        assert sanitize(value, max_depth=4) == [[[["leaf"]]]]
+        assert [[["[MAX DEPTH]"]]] == sanitize(value, max_depth=3)
+        assert [[[["leaf"]]]] == sanitize(value, max_depth=4)
 
     def test_cycles_are_cut(self) -> None:
         """A structure that contains itself is cut where it loops."""
@@ -483,14 +564,14 @@ class TestSanitize:
         items: list[Any] = [1]
         items.append(items)
 
-        assert sanitize(loop) == {"name": "a", "self": "[CYCLE]"}
-        assert sanitize(items) == [1, "[CYCLE]"]
+        assert {"name": "a", "self": "[CYCLE]"} == sanitize(loop)
+        assert [1, "[CYCLE]"] == sanitize(items)
 
     def test_shared_but_acyclic_values_are_kept(self) -> None:
         """The same object twice (not a cycle) is converted twice."""
         shared = {"a": 1}
 
-        assert sanitize([shared, shared]) == [{"a": 1}, {"a": 1}]
+        assert [{"a": 1}, {"a": 1}] == sanitize([shared, shared])
 
     @pytest.mark.parametrize(
         ("value", "expected"),
@@ -510,6 +591,7 @@ class TestSanitize:
             (Credentials(user="ann", api_key="k"), {"user": "ann", "api_key": "[REDACTED]"}),
             (BrokenRepr(), "<unrepresentable BrokenRepr>"),
             ("lone \ud800 surrogate", "lone ? surrogate"),
+            (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
             (None, None),
             (True, True),
         ],
@@ -525,7 +607,24 @@ class TestSanitize:
             def __repr__(self) -> str:
                 return "<Thing " + "z" * 50 + ">"
 
-        assert sanitize(Thing(), max_string=10) == "<Thing zzz…[truncated 48 chars]"
+        assert "<Thing zzz…[truncated 48 chars]" == sanitize(Thing(), max_string=10)
+
+    def test_long_secret_keys_are_redacted(self) -> None:
+        """A long key whose secret word sits past the truncation point is still redacted."""
+        key = "x" * 80 + "_password"
+
+        result = sanitize({key: "hunter2"}, max_string=10)
+
+        assert {"xxxxxxxxxx…[truncated 79 chars]": "[REDACTED]"} == result
+
+    def test_hostile_containers_become_a_marker_not_a_repr(self) -> None:
+        """A mapping that fails while being read is replaced by a marker, never its repr."""
+
+        class Hostile(dict[str, str]):
+            def items(self) -> Any:
+                raise RuntimeError("nope")
+
+        assert "<unrepresentable Hostile>" == sanitize(Hostile({"password": "hunter2"}))
 
     def test_input_is_not_mutated(self) -> None:
         """Sanitising copies; the caller's value is untouched."""
