@@ -164,7 +164,7 @@ class ExecutionEngineFactory:
             engine = self._build_engine(ctx, engine_id)
         except BaseException:
             self._counters["creation_errors"] += 1
-            await self.slot_ledger.release(ctx.user_id, engine_id)
+            await self._release_slot(ctx.user_id, engine_id)
             raise
         self._register(engine)
         self._ensure_reaper()
@@ -255,7 +255,12 @@ class ExecutionEngineFactory:
         if not user:
             del self._by_user[user_id]
         self._counters["total_engines_cleaned"] += 1
-        await self.slot_ledger.release(user_id, engine.engine_id)
+        await self._release_slot(user_id, engine.engine_id)
+
+    async def _release_slot(self, user_id: str, slot_id: str) -> None:
+        """Give a slot back; shielded, so a caller cancelled while a shared ledger answers
+        does not leave the slot taken by an engine that is already unregistered."""
+        await asyncio.shield(self.slot_ledger.release(user_id, slot_id))
 
     async def cleanup_user_context(self, user_id: str) -> int:
         """Close every engine of ``user_id``; returns how many were closed."""
