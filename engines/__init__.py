@@ -4,7 +4,18 @@ Pure asyncio and pydantic; imports no DI framework.
 """
 
 from .agents import Agent, AgentFactory, AgentRegistry, AgentResult, AgentRun, UserAgents
-from .bridge import AgentWebSocketBridge, Connection, SocketLike, WebSocketBridge
+from .bridge import (
+    TRY_AGAIN_LATER,
+    AgentWebSocketBridge,
+    BridgeClosedError,
+    BridgeConfigError,
+    Connection,
+    InvalidSocketError,
+    InvalidWebSocketBridgeError,
+    SocketLike,
+    WebSocketBridge,
+    WebSocketBridgeError,
+)
 from .compat import (
     configure_execution_engine_factory,
     create_request_scoped_engine,
@@ -33,6 +44,7 @@ from .slots import InMemorySlotLedger, SlotLedger
 __all__ = [
     "DEMO_AGENT_NAME",
     "EVENT_TYPES",
+    "TRY_AGAIN_LATER",
     "Agent",
     "AgentFactory",
     "AgentNotFoundError",
@@ -40,6 +52,8 @@ __all__ = [
     "AgentResult",
     "AgentRun",
     "AgentWebSocketBridge",
+    "BridgeClosedError",
+    "BridgeConfigError",
     "Connection",
     "EngineBusyError",
     "EngineClosedError",
@@ -50,6 +64,8 @@ __all__ = [
     "FactoryShutdownError",
     "InMemorySlotLedger",
     "InvalidContextError",
+    "InvalidSocketError",
+    "InvalidWebSocketBridgeError",
     "SlotLedger",
     "SocketLike",
     "UserAgents",
@@ -58,6 +74,7 @@ __all__ = [
     "UserExecutionEngine",
     "UserWebSocketEmitter",
     "WebSocketBridge",
+    "WebSocketBridgeError",
     "configure_execution_engine_factory",
     "create_request_scoped_engine",
     "demo_agent",
