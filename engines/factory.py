@@ -119,6 +119,7 @@ class ExecutionEngineFactory:
         self._reaper: asyncio.Task[None] | None = None
         self._closing = False
         self._shutdown_done: asyncio.Event | None = None
+        self._shutdown_task: asyncio.Task[None] | None = None
         self._handover: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
@@ -351,18 +352,25 @@ class ExecutionEngineFactory:
 
     async def shutdown(self) -> None:
         """Refuse new engines, stop the reaper and close every engine within
-        ``shutdown_timeout_seconds``. Idempotent; concurrent callers wait for the first."""
-        if self._shutdown_done is not None:
-            await self._shutdown_done.wait()
-            return
-        self._closing = True
-        self._shutdown_done = asyncio.Event()
+        ``shutdown_timeout_seconds``. Idempotent; concurrent callers wait for the first.
+
+        Cancelling a caller stops its wait, not the shutdown, so a later call still
+        returns only once every engine is closed."""
+        if self._shutdown_task is None:
+            self._closing = True
+            self._shutdown_done = asyncio.Event()
+            self._shutdown_task = asyncio.create_task(
+                self._shut_down(self._shutdown_done), name="enginescope-shutdown"
+            )
+        await asyncio.shield(self._shutdown_task)
+
+    async def _shut_down(self, done: asyncio.Event) -> None:
         try:
             await self._stop_reaper()
             await self._close_all_engines()
             await self.slot_ledger.aclose()
         finally:
-            self._shutdown_done.set()
+            done.set()
 
     cleanup_all_contexts = shutdown
     """Compatibility name for :meth:`shutdown`."""
