@@ -52,7 +52,7 @@ def _default_emitter_factory(
 
 def _positive(name: str, value: float, *, integer: bool = False) -> None:
     kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:  # NaN too
         what = "a positive integer" if integer else "a positive number"
         raise ExecutionEngineFactoryError(f"{name} must be {what}, got {value!r}.")
 
