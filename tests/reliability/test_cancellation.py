@@ -119,7 +119,8 @@ async def cancel_at_every_await(setup: Setup, verify: Verify) -> list[str]:
         try:
             await verify(world, blocked)
         except AssertionError as exc:
-            raise AssertionError(f"after cancelling at k={k} ({stepper.blocked_label}): {exc}") from exc
+            where = f"k={k} ({stepper.blocked_label})"
+            raise AssertionError(f"after cancelling at {where}: {exc}") from exc
         await finish(world)
         await check_quiescent(baseline)
         if not blocked and not stepper.reached.is_set():
