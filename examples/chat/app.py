@@ -33,7 +33,14 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from .agent import AGENT_NAME, make_chat_agent
-from .auth import MAX_NAME_LENGTH, InvalidNameError, InvalidTokenError, TokenSigner, new_user_id
+from .auth import (
+    MAX_NAME_LENGTH,
+    InvalidNameError,
+    InvalidTokenError,
+    TokenSigner,
+    clean_name,
+    new_user_id,
+)
 from .settings import ChatSettings
 
 __all__ = ["ChatContainer", "create_app"]
@@ -105,7 +112,7 @@ async def login(
         user_id = new_user_id(request.name)
     except InvalidNameError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
-    token = tokens.issue(user_id, request.name.strip())
+    token = tokens.issue(user_id, clean_name(request.name))
     claims = tokens.verify(token)
     return LoginResponse(
         token=token, user_id=user_id, name=claims.name, expires_at=claims.expires_at
