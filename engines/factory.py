@@ -260,7 +260,14 @@ class ExecutionEngineFactory:
 
     async def _release_slot(self, user_id: str, slot_id: str) -> None:
         """Give a slot back; shielded, so a caller cancelled while a shared ledger answers
-        does not leave the slot taken by an engine that is already unregistered."""
+        does not leave the slot taken by an engine that is already unregistered.
+
+        The in-memory ledger answers without suspending, so it needs no shield (and no
+        task): its slot is released synchronously.
+        """
+        if type(self.slot_ledger) is InMemorySlotLedger:  # not a subclass: those may await
+            self.slot_ledger.release_nowait(user_id, slot_id)
+            return
         await asyncio.shield(self.slot_ledger.release(user_id, slot_id))
 
     async def cleanup_user_context(self, user_id: str) -> int:
