@@ -1,0 +1,204 @@
+"""A real ``redis-server`` per test, on a free port in a temp dir; replicas built on it.
+
+Skipped (with the reason) only when the ``redis-server`` binary is not installed;
+``.ci/run`` installs it, so CI always runs these tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from enginescope.engines import AgentRegistry, ExecutionEngineFactory
+from enginescope.engines.redis_bridge import RedisWebSocketBridge
+from enginescope.engines.redis_slots import RedisSlotLedger
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Without the ``redis-server`` binary, skip the tests marked ``redis``, saying why."""
+    if REDIS_SERVER is not None:
+        return
+    skip = pytest.mark.skip(
+        reason="redis-server is not installed; install it (apt-get install redis-server) "
+        "to run the Redis scale-out tests"
+    )
+    for item in items:
+        if item.get_closest_marker("redis") is not None:
+            item.add_marker(skip)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """One ``redis-server`` process on a fixed port; it can be killed and started again."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"<RedisServer port={self.port} running={self.running}>"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the server (empty: no persistence) and wait until it answers PING."""
+        assert REDIS_SERVER is not None
+        command = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
+        self.process = subprocess.Popen(  # noqa: S603 - a fixed, trusted command line
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while not _ping(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.01)
+
+    def kill(self) -> None:
+        """Kill the server abruptly (SIGKILL), as a crash would; its data is gone."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL)."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh, empty redis-server for this test."""
+    server = RedisServer(tmp_path)
+    for attempt in range(3):  # the free port may be taken between probe and bind
+        try:
+            server.start()
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
+            server.port = _free_port()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of this test's redis-server."""
+    return redis_server.url
+
+
+@pytest_asyncio.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client for inspecting the server from the test (closed afterwards)."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+class Replica:
+    """One app replica in this process: its own Redis clients, ledger, bridge and factory."""
+
+    def __init__(self, name: str, factory: ExecutionEngineFactory) -> None:
+        self.name = name
+        self.factory = factory
+
+    def __repr__(self) -> str:
+        return f"<Replica {self.name} {self.factory!r}>"
+
+    @property
+    def bridge(self) -> RedisWebSocketBridge:
+        bridge = self.factory.websocket_bridge
+        assert isinstance(bridge, RedisWebSocketBridge)
+        return bridge
+
+    @property
+    def ledger(self) -> RedisSlotLedger:
+        ledger = self.factory.slot_ledger
+        assert isinstance(ledger, RedisSlotLedger)
+        return ledger
+
+    async def close(self) -> None:
+        await self.factory.shutdown()
+        await self.bridge.close()
+
+
+ReplicaMaker = Callable[..., Replica]
+
+
+@pytest_asyncio.fixture
+async def make_replica(redis_url: str, registry: AgentRegistry) -> AsyncIterator[ReplicaMaker]:
+    """Build replicas sharing this test's Redis; all are shut down at the end."""
+    replicas: list[Replica] = []
+
+    def make(
+        name: str = "replica",
+        *,
+        limit: int = 2,
+        lease_ttl_seconds: float = 30.0,
+        heartbeat_interval_seconds: float | None = None,
+        **bridge_options: Any,
+    ) -> Replica:
+        ledger = RedisSlotLedger(
+            redis_url,
+            lease_ttl_seconds=lease_ttl_seconds,
+            heartbeat_interval_seconds=heartbeat_interval_seconds,
+        )
+        bridge = RedisWebSocketBridge(redis_url, **bridge_options)
+        factory = ExecutionEngineFactory(
+            bridge, agent_registry=registry, max_engines_per_user=limit, slot_ledger=ledger
+        )
+        replica = Replica(name, factory)
+        replicas.append(replica)
+        return replica
+
+    try:
+        yield make
+    finally:
+        for replica in reversed(replicas):
+            await replica.close()
