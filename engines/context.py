@@ -81,7 +81,10 @@ def _check_metadata(value: object) -> Mapping[str, Any]:
         return MappingProxyType({})
     if not isinstance(value, Mapping):
         raise ValueError(f"must be a mapping, got {type(value).__name__}")  # noqa: TRY004
-    copied = copy.deepcopy(dict(value))
+    try:
+        copied = copy.deepcopy(dict(value))
+    except Exception as exc:  # noqa: BLE001 - a lock, a generator, a socket: not data
+        raise ValueError(f"must be JSON-serialisable ({type(exc).__name__}: {exc})") from None
     bad_keys = [key for key in copied if not isinstance(key, str)]
     if bad_keys:
         raise ValueError(f"keys must be strings, got {bad_keys[0]!r}")
