@@ -75,7 +75,7 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
-async def stop_task(task: asyncio.Task[Any] | None) -> None:
+async def stop_task(task: asyncio.Future[Any] | None) -> None:
     """Cancel ``task`` and wait for it, re-cancelling until it is done.
 
     On Python 3.11, ``asyncio.wait_for`` (which redis-py uses to send commands) swallows

@@ -152,18 +152,25 @@ class _StreamSocket:
 class _Join:
     """A connection waiting for the reader to place it in its user's stream."""
 
-    __slots__ = ("connection", "last_seen", "socket", "user_id")
+    __slots__ = ("connection", "last_seen", "resume_from", "socket", "user_id")
 
     def __init__(
         self,
         connection: Connection,
         socket: _StreamSocket,
+        resume_from: StreamId | None,
         last_seen: tuple[str, int] | None,
     ) -> None:
         self.connection = connection
         self.socket = socket
         self.user_id = connection.user_id
+        self.resume_from = resume_from
         self.last_seen = last_seen
+
+    @property
+    def resuming(self) -> bool:
+        """Whether the client asked for the events it missed."""
+        return self.resume_from is not None or self.last_seen is not None
 
 
 _COUNTERS: Final = (
@@ -225,6 +232,7 @@ class RedisWebSocketBridge:
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+        self._read_task: asyncio.Future[Any] | None = None  # the reader's XREAD in flight
         self._closed = False
         self._publish_failing = False
         self._counters = dict.fromkeys(_COUNTERS, 0)
@@ -337,7 +345,7 @@ class RedisWebSocketBridge:
             return connection
         if position is not None:
             stream_socket.start_at(position)
-        self._joins.append(_Join(connection, stream_socket, seen))
+        self._joins.append(_Join(connection, stream_socket, position, seen))
         self._wake.set()
         return connection
 
@@ -429,14 +437,16 @@ class RedisWebSocketBridge:
             join = self._joins[0]
             if join.connection.is_open:
                 position = await self._join_position(join)
+                if join.resuming:
+                    await self._mark_replay(join.user_id, position)
                 self._follow(join.user_id, position)
-                join.socket.start_at(join.socket.position or position)
+                join.socket.start_at(position)
             self._joins.pop(0)
             self._signal_progress()
 
     async def _join_position(self, join: _Join) -> StreamId:
-        if join.socket.position is not None:  # resume_from
-            return join.socket.position
+        if join.resume_from is not None:
+            return join.resume_from
         if join.last_seen is not None:
             found = await self._find_entry(join.user_id, *join.last_seen)
             if found is None:
@@ -450,11 +460,15 @@ class RedisWebSocketBridge:
         cursor = self._cursors.get(join.user_id)
         return cursor if cursor is not None else await self._latest(join.user_id)
 
+    async def _mark_replay(self, user_id: str, position: StreamId) -> None:
+        """Count the entries after ``position`` that exist now as ``replayed`` when read."""
+        latest = await self._latest(user_id)
+        if position < latest:
+            self._replay_until[user_id] = max(latest, self._replay_until.get(user_id, _START))
+
     def _follow(self, user_id: str, position: StreamId) -> None:
         """Read ``user_id``'s stream from ``position`` on (rewinding it if needed)."""
         cursor = self._cursors.get(user_id)
-        if cursor is not None and position < cursor:
-            self._replay_until[user_id] = max(cursor, self._replay_until.get(user_id, _START))
         if cursor is None or position < cursor:
             self._cursors[user_id] = position
 
@@ -500,7 +514,7 @@ class RedisWebSocketBridge:
 
     async def _read_or_wake(self, streams: dict[str, str]) -> Any:
         """``XREAD BLOCK`` over ``streams``, cut short (``None``) when a connection joins."""
-        read = asyncio.ensure_future(
+        read = self._read_task = asyncio.ensure_future(
             self._client.xread(streams, count=self._read_count, block=self._block_ms)  # type: ignore[arg-type]
         )
         wake = asyncio.ensure_future(self._wake.wait())
@@ -508,9 +522,7 @@ class RedisWebSocketBridge:
             await asyncio.wait((read, wake), return_when=asyncio.FIRST_COMPLETED)
         finally:
             wake.cancel()
-            if not read.done():
-                read.cancel()
-                await asyncio.wait((read,))
+            await stop_task(read)  # close() waits for it too, should we be cancelled here
         if read.cancelled():
             return None
         return read.result()
@@ -578,6 +590,7 @@ class RedisWebSocketBridge:
         self._closed = True
         reader, self._reader = self._reader, None
         await stop_task(reader)
+        await stop_task(self._read_task)
         for join in self._joins:
             join.socket.subscribed.set()
         self._joins.clear()
