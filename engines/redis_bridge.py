@@ -573,11 +573,15 @@ class RedisWebSocketBridge:
 
     async def flush(self, user_id: str | None = None) -> None:
         """Wait until every event published so far (to ``user_id``, or to the users this
-        replica follows) was read and handed to the local sockets. For tests."""
+        replica follows) was read and sent to the local sockets (while Redis is down: only
+        what was already read)."""
         while self._joins:
             await self._wait_progress()
         users = [user_id] if user_id is not None else list(self._cursors)
-        targets = {user: await self._latest(user) for user in users if user in self._cursors}
+        try:
+            targets = {user: await self._latest(user) for user in users if user in self._cursors}
+        except REDIS_ERRORS:  # nothing more can be read until Redis returns
+            targets = {}
         for user, target in targets.items():
             while user in self._cursors and self._cursors[user] < target:
                 await self._wait_progress()
@@ -612,13 +616,17 @@ class RedisWebSocketBridge:
         self._cursors.clear()
 
     def get_metrics(self) -> dict[str, Any]:
-        """Counters since construction, the current gauges, and the local bridge's metrics."""
+        """The local bridge's metrics (same keys as :class:`AgentWebSocketBridge`), plus
+        this bridge's counters since construction and its gauges.
+
+        ``delivered`` counts events the sockets accepted; the local ``events_sent`` also
+        counts the duplicates a resuming socket skipped (``duplicates_skipped``).
+        """
         return {
+            **self._local.get_metrics(),
             **self._counters,
             "followed_users": len(self._cursors),
             "pending_joins": len(self._joins),
             "reader_running": self._reader is not None and not self._reader.done(),
-            "active_connections": self._local.connection_count(),
             "redis_url": self._url,
-            "local": self._local.get_metrics(),
         }
