@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .agents import AgentRegistry
 from .context import UserExecutionContext, validate_user_context
+from .emitter import UserWebSocketEmitter
 from .engine import DEFAULT_MAX_CONCURRENT_RUNS, UserExecutionEngine, new_engine_id
 from .errors import (
     ExecutionEngineFactoryError,
@@ -23,7 +24,6 @@ from .slots import InMemorySlotLedger, SlotLedger
 
 if TYPE_CHECKING:
     from .bridge import WebSocketBridge
-    from .emitter import UserWebSocketEmitter
 
 __all__ = ["EmitterFactory", "ExecutionEngineFactory"]
 
@@ -40,14 +40,6 @@ _COUNTERS = (
     "user_limit_rejections",
     "reaper_errors",
 )
-
-
-def _default_emitter_factory(
-    user_id: str, thread_id: str, run_id: str, bridge: WebSocketBridge
-) -> UserWebSocketEmitter:
-    from .emitter import UserWebSocketEmitter  # noqa: PLC0415 - emitter imports the bridge
-
-    return UserWebSocketEmitter(user_id, thread_id, run_id, bridge)
 
 
 def _positive(name: str, value: float, *, integer: bool = False) -> None:
@@ -110,7 +102,7 @@ class ExecutionEngineFactory:
         self.agent_timeout_seconds = agent_timeout_seconds
         self.max_concurrent_runs = max_concurrent_runs
         self.slot_ledger: SlotLedger = slot_ledger or InMemorySlotLedger()
-        self._emitter_factory = emitter_factory or _default_emitter_factory
+        self._emitter_factory: EmitterFactory = emitter_factory or UserWebSocketEmitter
         self._engine_class = engine_class
         self._clock = clock
         self._engines: OrderedDict[str, UserExecutionEngine] = OrderedDict()
