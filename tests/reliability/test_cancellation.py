@@ -332,3 +332,40 @@ class TestShutdown:
 
         points = await cancel_at_every_await(setup, verify)
         assert 8 <= len(points)
+
+
+class TestContainerScope:
+    async def test_a_cancelled_user_scope_cleans_its_engine_up(self, guard: LoopGuard) -> None:
+        """async with user_scope(ctx) + container.user_engine, cancelled at any await
+        (creation, the body, the scope's teardown): the engine is closed and unregistered,
+        its slot returned, its run over, and no scope is left current."""
+        from dependency_injector import providers  # noqa: PLC0415
+        from enginescope.containers import EngineContainer, user_scope  # noqa: PLC0415
+        from enginescope.providers import get_current_scope  # noqa: PLC0415
+
+        async def setup(world: World) -> Callable[[], Awaitable[object]]:
+            container = EngineContainer()
+            container.engine_factory.override(providers.Object(world.factory))
+
+            async def scoped() -> None:
+                async with user_scope(world.context("u-1")):
+                    engine = await container.user_engine()
+                    world.engines.append(engine)
+                    world.runs.append(asyncio.create_task(engine.execute_agent("gated", "hi")))
+                    await world.gate.entered.wait()
+                assert get_current_scope() is None
+
+            return scoped
+
+        async def verify(world: World, cancelled: bool) -> None:
+            await settled(world)
+            check_factory(world.factory)
+            assert 0 == world.factory.get_factory_metrics()["active_engines_count"]
+            assert 0 == world.factory.slot_ledger.total()  # type: ignore[attr-defined]
+            for engine in world.engines:
+                assert_engine_gone(world, engine, cancelled=cancelled)
+            assert get_current_scope() is None
+
+        points = await cancel_at_every_await(setup, verify)
+        labels = {point.split(":", 1)[1] for point in points}
+        assert {"ledger.acquire:before", "emitter.close", "ledger.release"} <= labels
