@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+from enginescope.providers._eager import start_eagerly
 from enginescope.providers._finalizers import Finalizer
 from enginescope.providers.errors import ScopeTeardownError, ScopeUsageError
 
@@ -62,9 +63,10 @@ async def teardown_async(
     """Cancel in-flight creations, then release every finalizer newest first."""
     outcome = Outcome()
     in_flight = list(pending.values())
-    for task in in_flight:
-        task.cancel()
-    await asyncio.gather(*in_flight, return_exceptions=True)
+    if in_flight:
+        for task in in_flight:
+            task.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
     while finalizers:
         try:
             await finalizers.pop().release(exc)
@@ -73,13 +75,13 @@ async def teardown_async(
     return outcome
 
 
-async def run_shielded(start: Callable[[], Awaitable[Outcome]]) -> Outcome:
+async def run_shielded(start: Callable[[], Coroutine[Any, Any, Outcome]]) -> Outcome:
     """Run a teardown to completion even if the calling task is cancelled meanwhile.
 
     A cancellation of the caller is remembered and becomes the outcome's fatal error, so it
     propagates once every finalizer has run.
     """
-    task = asyncio.ensure_future(start())
+    task = start_eagerly(start())  # a teardown that never suspends needs no task
     cancelled: asyncio.CancelledError | None = None
     while True:
         try:
