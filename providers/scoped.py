@@ -99,12 +99,31 @@ class Scoped(providers.Provider[T]):
         pending = current.pending(self)
         if pending is not None:
             return asyncio.shield(pending)
-        raw = self._callable()
+        raw = self._call_provides()
         if needs_async(raw):
             return self._start_async(current, raw)
         value, finalizer = acquire_sync(raw, self)
         current.store(self, value, finalizer)
         return value
+
+    def _call_provides(self) -> Any:
+        """Call ``provides`` with its injections, resolved as dependency-injector does.
+
+        With an async injection the call is a coroutine that awaits it first. Futures that
+        are already done (an async Resource once started) are read at once, where
+        dependency-injector's own gathering of them takes several trips through the loop.
+        """
+        args = [_inject(value) for value in self.args]
+        kwargs = {name: _inject(value) for name, value in self.kwargs.items()}
+        if any(map(_is_async, (*args, *kwargs.values()))):
+            return self._call_when_ready(args, kwargs)
+        return self.provides(*args, **kwargs)
+
+    async def _call_when_ready(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        values = await _gathered((*args, *kwargs.values()))
+        named = dict(zip(kwargs, values[len(args) :], strict=True))
+        result = self.provides(*values[: len(args)], **named)
+        return await result if _is_async(result) else result
 
     def _start_async(self, current: Scope, raw: object) -> asyncio.Future[Any]:
         try:
@@ -126,3 +145,27 @@ class Scoped(providers.Provider[T]):
                 await finalizer.release(None)
             raise
         return value
+
+
+def _inject(value: Any) -> Any:
+    """An injection's value: a provider is called (unless delegated), anything else is itself."""
+    if providers.is_provider(value) and not providers.is_delegated(value):
+        return value()
+    return value
+
+
+def _is_async(value: object) -> bool:
+    """What dependency-injector awaits for you: a future (a task too) or a coroutine."""
+    return isinstance(value, asyncio.Future) or inspect.iscoroutine(value)
+
+
+def _is_ready(value: object) -> bool:
+    return not _is_async(value) or (isinstance(value, asyncio.Future) and value.done())
+
+
+async def _gathered(values: tuple[Any, ...]) -> list[Any]:
+    """``values`` with each future or coroutine replaced by its result, awaited together."""
+    if all(map(_is_ready, values)):
+        return [value.result() if _is_async(value) else value for value in values]
+    results = iter(await asyncio.gather(*filter(_is_async, values)))
+    return [next(results) if _is_async(value) else value for value in values]
