@@ -38,7 +38,7 @@ def _async_in_sync(owner: object) -> ScopeUsageError:
 
 
 def teardown_sync(
-    finalizers: list[Finalizer], pending: dict[Any, asyncio.Task[Any]], exc: BaseException | None
+    finalizers: list[Finalizer], pending: dict[Any, asyncio.Future[Any]], exc: BaseException | None
 ) -> Outcome:
     """Release sync finalizers newest first; async ones are reported, not run."""
     outcome = Outcome()
@@ -58,7 +58,7 @@ def teardown_sync(
 
 
 async def teardown_async(
-    finalizers: list[Finalizer], pending: dict[Any, asyncio.Task[Any]], exc: BaseException | None
+    finalizers: list[Finalizer], pending: dict[Any, asyncio.Future[Any]], exc: BaseException | None
 ) -> Outcome:
     """Cancel in-flight creations, then release every finalizer newest first."""
     outcome = Outcome()

@@ -49,7 +49,7 @@ class Scope:
         self.closed = False
         # Read directly by Scoped's warm path: provider -> instance (or done future).
         self._instances: dict[object, Any] = {}
-        self._pending: dict[object, asyncio.Task[Any]] = {}
+        self._pending: dict[object, asyncio.Future[Any]] = {}
         self._finalizers: list[Finalizer] = []
         self._torn_down = False
 
@@ -78,16 +78,19 @@ class Scope:
             raise ScopeUsageError(f"{finalizer.owner} finished creating after {self!r} closed.")
         self._finalizers.append(finalizer)
 
-    def pending(self, key: object) -> asyncio.Task[Any] | None:
+    def pending(self, key: object) -> asyncio.Future[Any] | None:
         """Return the in-flight async creation for ``key``, if any."""
         return self._pending.get(key)
 
-    def start(self, key: object, task: asyncio.Task[Any]) -> None:
+    def start(self, key: object, task: asyncio.Future[Any]) -> None:
         """Track an async creation until it settles (cached on success, evicted on failure)."""
         self._pending[key] = task
-        task.add_done_callback(lambda done: self._settle(key, done))
+        if task.done():  # created without suspending
+            self._settle(key, task)
+        else:
+            task.add_done_callback(lambda done: self._settle(key, done))
 
-    def _settle(self, key: object, task: asyncio.Task[Any]) -> None:
+    def _settle(self, key: object, task: asyncio.Future[Any]) -> None:
         if self._pending.get(key) is task:
             del self._pending[key]
         if task.cancelled() or task.exception() is not None:

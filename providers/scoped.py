@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from dependency_injector import providers
+from enginescope.providers._eager import start_eagerly
 from enginescope.providers._finalizers import acquire_async, acquire_sync, needs_async
 from enginescope.providers.errors import ScopeUsageError
 from enginescope.providers.scope import _CURRENT, Scope, require_open_scope
@@ -127,14 +128,16 @@ class Scoped(providers.Provider[T]):
 
     def _start_async(self, current: Scope, raw: object) -> asyncio.Future[Any]:
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
             if inspect.iscoroutine(raw):
                 raw.close()
             raise ScopeUsageError(f"{self!r} is async; resolve it with `await`.") from None
-        task = loop.create_task(self._create_async(current, raw), name=repr(self))
-        current.start(self, task)
-        return asyncio.shield(task)
+        creation = start_eagerly(self._create_async(current, raw))
+        if isinstance(creation, asyncio.Task) and not creation.done():
+            creation.set_name(repr(self))
+        current.start(self, creation)
+        return asyncio.shield(creation)
 
     async def _create_async(self, current: Scope, raw: object) -> Any:
         value, finalizer = await acquire_async(raw, self)
