@@ -17,6 +17,8 @@ __all__ = ["Scoped"]
 
 T = TypeVar("T")
 
+_MISSING: Any = object()
+
 
 class Scoped(providers.Provider[T]):
     """Provide one instance of ``provides(*args, **kwargs)`` per scope.
@@ -84,13 +86,25 @@ class Scoped(providers.Provider[T]):
         yield from self._callable.related
         yield from super().related
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Resolve. The instance already cached in the current scope is returned directly,
+        skipping dependency-injector's generic call machinery (which costs more than the
+        lookup itself); a first resolve, an override or call arguments go through it."""
+        current = _CURRENT.get()
+        if current is not None and not (args or kwargs) and self.last_overriding is None:
+            value = current._instances.get(self, _MISSING)
+            if isinstance(value, asyncio.Future) or (  # async results are cached as futures
+                value is not _MISSING and not self.is_async_mode_enabled()
+            ):
+                return value
+        return super().__call__(*args, **kwargs)
+
     def _provide(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         current = _CURRENT.get()
         if current is not None and not (args or kwargs):
-            try:
-                return current._instances[self]
-            except KeyError:
-                pass
+            value = current._instances.get(self, _MISSING)
+            if value is not _MISSING:
+                return value
         return self._create(args, kwargs)
 
     def _create(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
