@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -45,17 +46,54 @@ async def open_slot_ledger(settings: EngineSettings) -> AsyncIterator[SlotLedger
 
     Nothing to do afterwards: the factory closes its ledger when it shuts down.
     """
-    if settings.backend != "memory":
+    if settings.backend == "memory":
+        yield InMemorySlotLedger()
+    elif settings.backend == "redis":
+        from enginescope.engines.redis_slots import RedisSlotLedger  # noqa: PLC0415 - extra
+
+        yield RedisSlotLedger(
+            settings.redis_url,
+            lease_ttl_seconds=settings.redis_lease_ttl_seconds,
+            key_prefix=settings.redis_key_prefix,
+        )
+    else:
         raise UnsupportedBackendError(settings.backend, "slot_ledger")
-    yield InMemorySlotLedger()
 
 
 async def open_websocket_bridge(settings: EngineSettings) -> AsyncIterator[WebSocketBridge]:
-    """Yield the bridge of ``settings.backend``; close it (and its sender tasks) after."""
-    if settings.backend != "memory":
+    """Yield the bridge of ``settings.backend``; close it (and its sender tasks) after.
+
+    The Redis bridge publishes through Redis and delivers to this process's sockets
+    through a local :class:`AgentWebSocketBridge`.
+    """
+    if settings.backend not in ("memory", "redis"):
         raise UnsupportedBackendError(settings.backend, "websocket_bridge")
-    bridge = AgentWebSocketBridge(**settings.bridge_options())
+    local = AgentWebSocketBridge(**settings.bridge_options())
     try:
+        if settings.backend == "memory":
+            yield local
+        else:
+            async with _redis_bridge(settings, local) as bridge:
+                yield bridge
+    finally:
+        await local.close()
+
+
+@contextlib.asynccontextmanager
+async def _redis_bridge(
+    settings: EngineSettings, local: AgentWebSocketBridge
+) -> AsyncIterator[WebSocketBridge]:
+    from enginescope.engines.redis_bridge import RedisWebSocketBridge  # noqa: PLC0415 - extra
+
+    bridge = RedisWebSocketBridge(
+        settings.redis_url,
+        local=local,
+        stream_maxlen=settings.redis_stream_maxlen,
+        replay_window_seconds=settings.redis_replay_window_seconds,
+        key_prefix=settings.redis_key_prefix,
+    )
+    try:
+        await bridge.start()
         yield bridge
     finally:
         await bridge.close()

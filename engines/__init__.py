@@ -1,7 +1,12 @@
 """enginescope.engines: isolated per-user execution engines, their factory and the bridge.
 
-Pure asyncio and pydantic; imports no DI framework.
+Pure asyncio and pydantic; imports no DI framework. The Redis backend
+(``RedisSlotLedger``, ``RedisWebSocketBridge``) is imported on first use and needs the
+``redis`` extra.
 """
+
+import importlib
+from typing import TYPE_CHECKING
 
 from .agents import Agent, AgentFactory, AgentRegistry, AgentResult, AgentRun, UserAgents
 from .bridge import (
@@ -36,6 +41,7 @@ from .errors import (
     FactoryNotConfiguredError,
     FactoryShutdownError,
     InvalidContextError,
+    SlotLedgerUnavailableError,
     UserEngineLimitError,
 )
 from .factory import ExecutionEngineFactory
@@ -64,9 +70,13 @@ __all__ = [
     "FactoryShutdownError",
     "InMemorySlotLedger",
     "InvalidContextError",
+    "InvalidResumeTokenError",
     "InvalidSocketError",
     "InvalidWebSocketBridgeError",
+    "RedisSlotLedger",
+    "RedisWebSocketBridge",
     "SlotLedger",
+    "SlotLedgerUnavailableError",
     "SocketLike",
     "UserAgents",
     "UserEngineLimitError",
@@ -84,3 +94,21 @@ __all__ = [
     "user_execution_engine",
     "validate_user_context",
 ]
+
+_REDIS_EXPORTS = {
+    "InvalidResumeTokenError": ".redis_bridge",
+    "RedisSlotLedger": ".redis_slots",
+    "RedisWebSocketBridge": ".redis_bridge",
+}
+
+if TYPE_CHECKING:
+    from .redis_bridge import InvalidResumeTokenError, RedisWebSocketBridge
+    from .redis_slots import RedisSlotLedger
+
+
+def __getattr__(name: str) -> object:
+    """Import the Redis backend's names only when they are used."""
+    module = _REDIS_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)

@@ -13,6 +13,7 @@ __all__ = [
     "FactoryNotConfiguredError",
     "FactoryShutdownError",
     "InvalidContextError",
+    "SlotLedgerUnavailableError",
     "UserEngineLimitError",
 ]
 
@@ -99,4 +100,19 @@ class EngineBusyError(EngineScopeError, RuntimeError):
         super().__init__(
             f"Engine {engine_id!r} already runs {limit} agents ({limit}/{limit}); "
             "wait for one to finish or raise max_concurrent_runs."
+        )
+
+
+class SlotLedgerUnavailableError(ExecutionEngineFactoryError):
+    """The shared slot ledger (Redis) could not be reached, so the engine was refused."""
+
+    def __init__(self, user_id: str, url: str, reason: str) -> None:
+        self.user_id = user_id
+        self.url = url
+        self.reason = reason
+        super().__init__(
+            f"Cannot admit an engine for user {user_id!r}: Redis is unreachable at {url} "
+            f"({reason}). The engine was refused so the per-user limit still holds across "
+            "replicas; check that redis-server is running and that ENGINESCOPE_REDIS_URL "
+            "points at it, then retry (the ledger reconnects by itself)."
         )

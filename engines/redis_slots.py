@@ -30,7 +30,11 @@ from ._redis import (
     log_failure,
     stop_task,
 )
-from .errors import ExecutionEngineFactoryError, UserEngineLimitError
+from .errors import (
+    ExecutionEngineFactoryError,
+    SlotLedgerUnavailableError,
+    UserEngineLimitError,
+)
 
 __all__ = ["RedisSlotLedger", "SlotLedgerUnavailableError"]
 
@@ -101,21 +105,6 @@ return {restored, lost}
 )
 
 _Slot = tuple[str, str]  # (user_id, slot_id)
-
-
-class SlotLedgerUnavailableError(ExecutionEngineFactoryError):
-    """The shared slot ledger (Redis) could not be reached, so the engine was refused."""
-
-    def __init__(self, user_id: str, url: str, reason: str) -> None:
-        self.user_id = user_id
-        self.url = url
-        self.reason = reason
-        super().__init__(
-            f"Cannot admit an engine for user {user_id!r}: Redis is unreachable at {url} "
-            f"({reason}). The engine was refused so the per-user limit still holds across "
-            "replicas; check that redis-server is running and that ENGINESCOPE_REDIS_URL "
-            "points at it, then retry (the ledger reconnects by itself)."
-        )
 
 
 def _check_positive(name: str, value: object) -> float:

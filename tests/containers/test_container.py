@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -13,7 +12,6 @@ import pytest_asyncio
 from dependency_injector import containers, providers
 from dependency_injector.wiring import Provide, inject
 from enginescope.containers import EngineContainer, EngineSettings, user_scope
-from enginescope.containers.errors import UnsupportedBackendError
 from enginescope.engines import (
     AgentNotFoundError,
     AgentRegistry,
@@ -157,18 +155,6 @@ class TestResources:
         assert (1, 1, 0) == counts(await metrics(container))
         assert "u-1" == engine.context.user_id
         await container.shutdown_resources()
-
-    async def test_a_redis_backend_is_refused_until_it_is_plugged_in(self) -> None:
-        """backend='redis' fails at startup with an error naming the setting."""
-        container = EngineContainer()
-        container.settings.override(EngineSettings(backend="redis"))
-
-        with pytest.raises(UnsupportedBackendError) as caught:
-            await container.init_resources()
-
-        assert ("backend", "redis") == (caught.value.field, caught.value.backend)
-        with contextlib.suppress(UnsupportedBackendError):  # a failed start may re-raise
-            await container.shutdown_resources()
 
 
 class TestUserEngine:
