@@ -16,7 +16,10 @@ Three helpers for an app built on :class:`EngineContainer`::
 them down, after closing every WebSocket session with 1001 ("going away").
 :class:`WebSocketGateway` serves one socket at a time per call: it registers the socket
 with the container's bridge, runs every inbound message in its own :func:`user_scope`
-with a server-generated run id, and unregisters the socket when it goes.
+with a server-generated run id, and unregisters the socket when it goes. With the Redis
+bridge (``ENGINESCOPE_BACKEND=redis``) a client may resume: it passes the ``stream_id``
+of the last event it received, ``gateway.serve(websocket, user_id, resume_from=...)``,
+and receives every event it missed, whichever replica ran it.
 :func:`metrics_endpoint` renders the factory's and the bridge's metrics in the
 Prometheus text format, read live at every scrape.
 """
@@ -34,12 +37,14 @@ from typing import Any, Final, Protocol, cast
 
 from dependency_injector import containers, providers
 from enginescope.engines import (
+    BridgeClosedError,
     Connection,
     ExecutionEngineFactory,
     FactoryShutdownError,
     SocketLike,
     UserEngineLimitError,
     UserExecutionContext,
+    WebSocketBridgeError,
 )
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -54,8 +59,10 @@ __all__ = [
     "GOING_AWAY",
     "MESSAGE_TOO_BIG",
     "POLICY_VIOLATION",
+    "TRY_AGAIN_LATER",
     "ConnectionBridge",
     "EngineMetricsCollector",
+    "ResumableBridge",
     "WebSocketGateway",
     "engine_lifespan",
     "engine_metrics",
@@ -69,6 +76,7 @@ logger = logging.getLogger(__name__)
 GOING_AWAY: Final = 1001  # WebSocket close codes (RFC 6455)
 POLICY_VIOLATION: Final = 1008
 MESSAGE_TOO_BIG: Final = 1009
+TRY_AGAIN_LATER: Final = 1013
 
 Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[None]]
 
@@ -83,6 +91,14 @@ class ConnectionBridge(Protocol):
     async def flush(self, user_id: str | None = None) -> None: ...
 
     def get_metrics(self) -> Mapping[str, Any]: ...
+
+
+class ResumableBridge(Protocol):
+    """A bridge that can replay what a client missed (``RedisWebSocketBridge`` is one)."""
+
+    async def connect(
+        self, user_id: str, socket: SocketLike, *, resume_from: str | None = None
+    ) -> Connection: ...
 
 
 async def _settle(result: object) -> Any:
@@ -145,22 +161,43 @@ def new_thread_id() -> str:
     return f"thread-{uuid.uuid4().hex}"
 
 
+def _error_event(code: str, message: str, **fields: Any) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message, **fields}
+
+
 class _SerialSocket:
     """The one writer of a WebSocket: the bridge's sender and the session share it, so
-    frames never interleave and nothing is sent after the close frame."""
+    frames never interleave and nothing is sent after the close frame.
+
+    The first frame goes through :meth:`send_first`; every other waits for it, so the
+    greeting comes first even when the bridge replays events at once.
+    """
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
         self._lock = asyncio.Lock()
+        self._first_sent = asyncio.Event()
         self.closed = False
 
     async def send_json(self, data: Any) -> None:
+        await self._first_sent.wait()
+        await self._send(data)
+
+    async def send_first(self, data: Any) -> None:
+        """Send ``data`` ahead of everything else, then let the other frames go."""
+        try:
+            await self._send(data)
+        finally:
+            self._first_sent.set()
+
+    async def _send(self, data: Any) -> None:
         async with self._lock:
             if self.closed:
                 raise ConnectionError("the WebSocket was closed by the server")
             await self.websocket.send_json(data)
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        self._first_sent.set()  # a frame still waiting fails now instead
         async with self._lock:
             if self.closed:
                 return
@@ -180,6 +217,7 @@ class _Session:
         self.threads = {self.thread_id}
         self.runs: set[asyncio.Task[None]] = set()
         self.connection: Connection | None = None
+        self.resumable = False  # subscribed through a ResumableBridge
 
     def __repr__(self) -> str:
         return f"<_Session user_id={self.user_id!r} runs={len(self.runs)}>"
@@ -187,9 +225,13 @@ class _Session:
     async def send_error(self, code: str, message: str, **fields: Any) -> None:
         """An ``error`` event to this socket only; a closed socket is ignored."""
         with contextlib.suppress(ConnectionError, RuntimeError, OSError):
-            await self.socket.send_json(
-                {"type": "error", "code": code, "message": message, **fields}
-            )
+            await self.socket.send_json(_error_event(code, message, **fields))
+
+    async def refuse(self, code: str, message: str, close_code: int, reason: str) -> None:
+        """An ``error`` event as the socket's first and last frame, then close it."""
+        with contextlib.suppress(ConnectionError, RuntimeError, OSError):
+            await self.socket.send_first(_error_event(code, message))
+        await self.socket.close(close_code, reason)
 
     def start(self, run: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(run)
@@ -220,6 +262,12 @@ class WebSocketGateway:
     The client never chooses a user id or run id, and may only name thread ids this
     socket was issued. A frame over ``max_message_bytes`` closes the socket with 1009;
     bad JSON or an unknown type is an ``error`` event and the socket stays open.
+
+    With a bridge that has an async ``connect`` (:class:`ResumableBridge`, the Redis
+    bridge), the socket is subscribed before the ``session`` event, so every event
+    published after the greeting reaches it; each event then carries a ``stream_id``.
+    If the subscription is not in effect within ``subscribe_timeout_seconds`` (Redis is
+    down), the client gets a ``backend_unavailable`` error and a 1013 close: try again.
     """
 
     def __init__(
@@ -230,12 +278,14 @@ class WebSocketGateway:
         agent_name: str,
         max_message_bytes: int = 8192,
         shutdown_timeout_seconds: float = 5.0,
+        subscribe_timeout_seconds: float = 10.0,
     ) -> None:
         self._bridge = bridge
         self._user_engine = user_engine
         self.agent_name = agent_name
         self.max_message_bytes = max_message_bytes
         self.shutdown_timeout_seconds = shutdown_timeout_seconds
+        self.subscribe_timeout_seconds = subscribe_timeout_seconds
         self._sessions: set[_Session] = set()
         self._closing = False
 
@@ -255,8 +305,16 @@ class WebSocketGateway:
         """WebSockets being served now."""
         return len(self._sessions)
 
-    async def serve(self, websocket: WebSocket, user_id: str) -> None:
-        """Serve ``websocket`` for the authenticated ``user_id`` until either side closes."""
+    async def serve(
+        self, websocket: WebSocket, user_id: str, *, resume_from: str | None = None
+    ) -> None:
+        """Serve ``websocket`` for the authenticated ``user_id`` until either side closes.
+
+        ``resume_from`` is the ``stream_id`` of the last event the client received, from
+        the client: the events after it are sent first (a :class:`ResumableBridge` only).
+        A malformed one is refused: an ``invalid_resume`` error event, then 1008. A
+        bridge that cannot resume says so with a ``resume_unavailable`` error event.
+        """
         if websocket.application_state is WebSocketState.CONNECTING:
             await websocket.accept()
         session = _Session(websocket, user_id)
@@ -265,10 +323,11 @@ class WebSocketGateway:
             return
         self._sessions.add(session)
         bridge = await self._connection_bridge()
-        session.connection = bridge.register_connection(user_id, session.socket)
         try:
-            await self._greet(session)
-            await self._receive(session)
+            session.connection = await self._connect(bridge, session, resume_from)
+            if session.connection is not None:
+                await self._greet(session, resume_from)
+                await self._receive(session)
         finally:
             self._sessions.discard(session)
             await session.stop_runs(self.shutdown_timeout_seconds)
@@ -293,7 +352,40 @@ class WebSocketGateway:
     async def _connection_bridge(self) -> ConnectionBridge:
         return cast("ConnectionBridge", await _settle(self._bridge()))
 
-    async def _greet(self, session: _Session) -> None:
+    async def _connect(
+        self, bridge: ConnectionBridge, session: _Session, resume_from: str | None
+    ) -> Connection | None:
+        """Register the session's socket; ``None`` once it was refused and closed."""
+        try:
+            connect = getattr(bridge, "connect", None)
+            if not inspect.iscoroutinefunction(connect):
+                return bridge.register_connection(session.user_id, session.socket)
+            return await self._subscribe(cast("ResumableBridge", bridge), session, resume_from)
+        except BridgeClosedError:
+            await session.socket.close(GOING_AWAY, "server shutting down")
+        except ValueError as exc:  # InvalidResumeTokenError: the client's resume_from
+            if resume_from is None or not isinstance(exc, WebSocketBridgeError):
+                raise
+            await session.refuse("invalid_resume", str(exc), POLICY_VIOLATION, "invalid resume")
+        except TimeoutError:
+            await session.refuse(
+                "backend_unavailable",
+                f"The event backend did not answer within {self.subscribe_timeout_seconds}s; "
+                "reconnect in a moment.",
+                TRY_AGAIN_LATER,
+                "backend unavailable",
+            )
+        return None
+
+    async def _subscribe(
+        self, bridge: ResumableBridge, session: _Session, resume_from: str | None
+    ) -> Connection:
+        """``bridge.connect``, bounded: it waits for Redis while Redis is down."""
+        session.resumable = True
+        async with asyncio.timeout(self.subscribe_timeout_seconds):
+            return await bridge.connect(session.user_id, session.socket, resume_from=resume_from)
+
+    async def _greet(self, session: _Session, resume_from: str | None) -> None:
         connection_id = session.connection.connection_id if session.connection else None
         greeting = {
             "type": "session",
@@ -302,7 +394,13 @@ class WebSocketGateway:
             "connection_id": connection_id,
             "agent_name": self.agent_name,
         }
-        await session.socket.send_json(greeting)
+        await session.socket.send_first(greeting)
+        if resume_from is not None and not session.resumable:
+            await session.send_error(
+                "resume_unavailable",
+                "This server keeps no event history (ENGINESCOPE_BACKEND=memory); "
+                "events sent while you were away are not replayed.",
+            )
 
     async def _receive(self, session: _Session) -> None:
         websocket = session.socket.websocket

@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from dependency_injector import containers, providers
 from dependency_injector.wiring import Provide, inject
@@ -138,21 +138,38 @@ async def chat_socket(
     settings: Annotated[ChatSettings, Depends(Provide[ChatContainer.settings])],
 ) -> None:
     """Authenticate (``?token=`` or a first ``{"type": "auth", "token": ...}`` frame),
-    then serve the socket; a missing, forged or expired token closes it with 1008."""
+    then serve the socket; a missing, forged or expired token closes it with 1008.
+
+    A client that reconnects may add ``"resume_from"`` (or ``?resume_from=``): the
+    ``stream_id`` of the last event it received, to be sent what it missed.
+    """
     await websocket.accept()
-    token = websocket.query_params.get("token") or await _first_frame_token(
+    auth = _query_auth(websocket) or await _first_frame_auth(
         websocket, settings.auth_timeout_seconds
     )
     try:
-        claims = tokens.verify(token)
+        claims = tokens.verify(auth.token if auth else None)
     except InvalidTokenError as exc:
         with contextlib.suppress(RuntimeError):  # the client may be gone already
             await websocket.close(POLICY_VIOLATION, f"unauthorized: {exc.reason}")
         return
-    await gateway.serve(websocket, claims.user_id)
+    resume_from = auth.resume_from if auth else None
+    await gateway.serve(websocket, claims.user_id, resume_from=resume_from)
 
 
-async def _first_frame_token(websocket: WebSocket, timeout: float) -> str | None:
+class _Auth(NamedTuple):
+    """What a client authenticates with: its token and, on a reconnect, where to resume."""
+
+    token: str
+    resume_from: str | None = None
+
+
+def _query_auth(websocket: WebSocket) -> _Auth | None:
+    token = websocket.query_params.get("token")
+    return _Auth(token, websocket.query_params.get("resume_from")) if token else None
+
+
+async def _first_frame_auth(websocket: WebSocket, timeout: float) -> _Auth | None:
     try:
         async with asyncio.timeout(timeout):
             message = await websocket.receive()
@@ -165,10 +182,17 @@ async def _first_frame_token(websocket: WebSocket, timeout: float) -> str | None
         data = json.loads(text)
     except ValueError:
         return None
-    if isinstance(data, dict) and data.get("type") == "auth":
-        token = data.get("token")
-        return token if isinstance(token, str) else None
-    return None
+    if not isinstance(data, dict) or data.get("type") != "auth":
+        return None
+    token = data.get("token")
+    return _Auth(token, _resume_from(data)) if isinstance(token, str) else None
+
+
+def _resume_from(data: dict[str, Any]) -> str | None:
+    """The frame's ``resume_from``; any other JSON than a string is passed on as JSON text,
+    for the gateway to refuse by name."""
+    value = data.get("resume_from")
+    return value if value is None or isinstance(value, str) else json.dumps(value)
 
 
 def _lifespan(container: ChatContainer) -> Any:
