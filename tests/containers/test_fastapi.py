@@ -13,13 +13,22 @@ from enginescope.containers import EngineContainer, EngineSettings
 from enginescope.containers.fastapi import (
     GOING_AWAY,
     MESSAGE_TOO_BIG,
+    POLICY_VIOLATION,
+    TRY_AGAIN_LATER,
     EngineMetricsCollector,
     WebSocketGateway,
     engine_lifespan,
     engine_metrics,
     metrics_endpoint,
 )
-from enginescope.engines import AgentRegistry, AgentRun
+from enginescope.engines import (
+    AgentRegistry,
+    AgentRun,
+    AgentWebSocketBridge,
+    Connection,
+    SocketLike,
+    WebSocketBridgeError,
+)
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
@@ -59,7 +68,10 @@ class ChatHarness:
         )
 
     async def serve(self, websocket: WebSocket) -> None:
-        await self.gateway.serve(websocket, websocket.path_params["user_id"])
+        resume_from = websocket.query_params.get("resume_from")
+        await self.gateway.serve(
+            websocket, websocket.path_params["user_id"], resume_from=resume_from
+        )
 
     def metrics(self, client: TestClient | None = None) -> dict[str, Any]:
         """``engine_metrics``, read on the app's event loop (the client's portal)."""
@@ -254,6 +266,110 @@ class TestServe:
             assert ("error", "engine_limit") == (error["type"], error["code"])
             assert "(1/1)" in error["message"]
             assert 1 == harness.metrics(client)["user_limit_rejections"]
+
+
+class BadStreamIdError(WebSocketBridgeError, ValueError):
+    """What the Redis bridge raises for a malformed ``resume_from``."""
+
+
+class ReplayingBridge:
+    """A resumable bridge: ``connect`` records its call and, before it returns, queues
+    one ``replayed`` event to the socket (as the Redis bridge may); ``hang`` makes it
+    wait forever, as it does while Redis is down."""
+
+    def __init__(self, *, hang: bool = False) -> None:
+        self.local = AgentWebSocketBridge()
+        self.hang = hang
+        self.connects: list[tuple[str, str | None]] = []
+
+    async def connect(
+        self, user_id: str, socket: SocketLike, *, resume_from: str | None = None
+    ) -> Connection:
+        self.connects.append((user_id, resume_from))
+        if resume_from is not None and not resume_from.startswith("1-"):
+            raise BadStreamIdError(f"Invalid resume_from={resume_from!r}")
+        if self.hang:
+            await asyncio.Event().wait()
+        connection = self.local.register_connection(user_id, socket)
+        await self.local.send_to_user(user_id, {"type": "replayed", "stream_id": "1-1"})
+        await asyncio.sleep(0.05)  # the sender would now write, were it not for the greeting
+        return connection
+
+    def register_connection(self, user_id: str, socket: SocketLike) -> Connection:
+        raise AssertionError("a resumable bridge is connected, not registered")
+
+    def unregister_connection(self, connection: Connection | None) -> None:
+        self.local.unregister_connection(connection)
+
+    async def flush(self, user_id: str | None = None) -> None:
+        await self.local.flush(user_id)
+
+    def get_metrics(self) -> dict[str, Any]:
+        return self.local.get_metrics()
+
+
+def resumable_app(bridge: ReplayingBridge) -> Starlette:
+    """A Starlette app whose gateway uses ``bridge`` (no engine: no message is sent)."""
+    gateway = WebSocketGateway(
+        bridge=lambda: bridge,
+        user_engine=lambda: None,
+        agent_name=AGENT,
+        subscribe_timeout_seconds=0.2,
+    )
+
+    async def serve(websocket: WebSocket) -> None:
+        resume_from = websocket.query_params.get("resume_from")
+        await gateway.serve(websocket, "alice", resume_from=resume_from)
+
+    return Starlette(routes=[WebSocketRoute("/ws", serve)])
+
+
+class TestResume:
+    def test_a_resumable_bridge_is_connected_with_resume_from_and_the_greeting_comes_first(
+        self,
+    ) -> None:
+        """``connect`` gets the client's resume_from; what it replays follows the greeting."""
+        bridge = ReplayingBridge()
+        with TestClient(resumable_app(bridge)) as client:
+            with client.websocket_connect("/ws?resume_from=1-0") as ws:
+                frames = [ws.receive_json()["type"], ws.receive_json()["type"]]
+            wait_for(lambda: bridge.local.connection_count() == 0)
+        assert [("alice", "1-0")] == bridge.connects
+        assert ["session", "replayed"] == frames
+
+    def test_a_malformed_resume_from_is_an_error_event_then_1008(self) -> None:
+        """The bridge's complaint reaches the client as ``invalid_resume``; no connection."""
+        bridge = ReplayingBridge()
+        with TestClient(resumable_app(bridge)) as client:
+            with client.websocket_connect("/ws?resume_from=yesterday") as ws:
+                error = ws.receive_json()
+                code = closed_code(ws)
+            assert 0 == bridge.local.connection_count()
+        assert ("error", "invalid_resume") == (error["type"], error["code"])
+        assert "yesterday" in error["message"]
+        assert POLICY_VIOLATION == code
+
+    def test_a_bridge_that_does_not_answer_in_time_is_backend_unavailable_then_1013(
+        self,
+    ) -> None:
+        """While Redis is down the subscription never lands: the client is told to retry."""
+        bridge = ReplayingBridge(hang=True)
+        with TestClient(resumable_app(bridge)) as client, client.websocket_connect("/ws") as ws:
+            error = ws.receive_json()
+            assert ("error", "backend_unavailable") == (error["type"], error["code"])
+            assert TRY_AGAIN_LATER == closed_code(ws)
+
+    def test_the_memory_bridge_says_it_cannot_resume_and_serves_on(
+        self, client: TestClient
+    ) -> None:
+        """With the in-memory bridge a resume_from gets ``resume_unavailable``; then as usual."""
+        with client.websocket_connect("/ws/alice?resume_from=1-0") as ws:
+            session = ws.receive_json()
+            error = ws.receive_json()
+            ws.send_json({"type": "ping"})
+            assert {"type": "pong"} == ws.receive_json()
+        assert "session" == session["type"]
+        assert ("error", "resume_unavailable") == (error["type"], error["code"])
 
 
 class TestMetrics:
