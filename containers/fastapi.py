@@ -41,6 +41,7 @@ from enginescope.engines import (
     Connection,
     ExecutionEngineFactory,
     FactoryShutdownError,
+    SlotLedgerUnavailableError,
     SocketLike,
     UserEngineLimitError,
     UserExecutionContext,
@@ -268,6 +269,7 @@ class WebSocketGateway:
     published after the greeting reaches it; each event then carries a ``stream_id``.
     If the subscription is not in effect within ``subscribe_timeout_seconds`` (Redis is
     down), the client gets a ``backend_unavailable`` error and a 1013 close: try again.
+    A message whose engine Redis cannot admit gets a ``backend_unavailable`` error event.
     """
 
     def __init__(
@@ -473,6 +475,13 @@ class WebSocketGateway:
             await session.send_error("engine_limit", str(exc), run_id=context.run_id)
         except FactoryShutdownError:
             await session.send_error("shutting_down", "The server is shutting down.")
+        except SlotLedgerUnavailableError as exc:
+            logger.warning(str(exc), extra={"user_id": session.user_id, "run_id": context.run_id})
+            await session.send_error(
+                "backend_unavailable",
+                "The shared engine limit cannot be checked right now; try again in a moment.",
+                run_id=context.run_id,
+            )
         except Exception:
             logger.exception(
                 "chat run failed", extra={"user_id": session.user_id, "run_id": context.run_id}

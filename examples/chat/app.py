@@ -75,6 +75,7 @@ class ChatContainer(containers.DeclarativeContainer):
         user_engine=engines.user_engine.provider,
         agent_name=AGENT_NAME,
         max_message_bytes=settings.provided.max_message_bytes,
+        subscribe_timeout_seconds=settings.provided.subscribe_timeout_seconds,
     )
 
 

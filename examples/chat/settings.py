@@ -26,6 +26,7 @@ class ChatSettings(BaseSettings):
     max_message_bytes: int = Field(default=8192, gt=0, le=1_048_576)
     auth_timeout_seconds: float = Field(default=10.0, gt=0)
     tool_delay_seconds: float = Field(default=0.3, ge=0, le=60)
+    subscribe_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("secret")
     @classmethod

@@ -218,3 +218,53 @@ class TestResumeOnTheOtherReplica:
         assert 1008 == closed.value.rcvd.code
         _, session = await sockets(replica_1, token)
         assert "session" == session["type"]
+
+
+async def send_until_admitted(socket: ClientConnection, text: str, timeout: float = 15.0) -> Event:
+    """Send ``text`` again while the answer is ``backend_unavailable``; the first other
+    frame (``agent_started`` once the replica reaches Redis again)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            await send_message(socket, text)
+            frame = await receive(socket)
+            if frame.get("code") != "backend_unavailable":
+                return frame
+            await asyncio.sleep(0.2)
+
+
+class TestRedisOutage:
+    async def test_while_redis_is_down_runs_and_sockets_are_refused_then_all_recovers(
+        self,
+        start_replicas: StartReplicas,
+        sockets: Callable[..., Any],
+        redis_server: RedisServer,
+    ) -> None:
+        """Redis killed: Alice's message gets ``backend_unavailable`` and admits no engine;
+        Bob's new socket cannot subscribe (``backend_unavailable``, then 1013) while Alice's
+        open sockets stay open; Redis back: a run on replica 2 reaches Alice's sockets on
+        both replicas again, with no restart of either."""
+        replica_1, replica_2 = start_replicas(
+            CHAT_TOOL_DELAY_SECONDS="0.05", CHAT_SUBSCRIBE_TIMEOUT_SECONDS="1"
+        )
+        token, bob_token = (replica_1.login(name)["token"] for name in ("Alice", "Bob"))
+        alice_1, _ = await sockets(replica_1, token)
+        alice_2, _ = await sockets(replica_2, token)
+        redis_server.kill()
+        await send_message(alice_2, "anyone there?")
+        refused = await receive(alice_2)
+        late, refusal = await sockets(replica_1, bob_token)
+        with pytest.raises(ConnectionClosed) as closed:
+            await receive(late)
+        assert ("error", "backend_unavailable") == (refused["type"], refused["code"])
+        assert ("error", "backend_unavailable") == (refusal["type"], refusal["code"])
+        assert closed.value.rcvd is not None
+        assert 1013 == closed.value.rcvd.code
+        assert 0 == metrics(replica_2)["total_engines_created"]
+        redis_server.start()
+        started = await send_until_admitted(alice_2, "2 + 2")
+        seen_1, seen_2 = await asyncio.gather(
+            receive_until_completed(alice_1), receive_until_completed(alice_2)
+        )
+        assert [FIVE] == list(by_run([started, *seen_2]).values())
+        assert [FIVE] == list(by_run(seen_1).values())
+        assert "2 + 2 = 4" == seen_1[-1]["data"]["result"]
