@@ -241,6 +241,12 @@ def sanitize(
     try:
         if type(value) is str:  # the hot path: most event fields are short strings
             return truncate_text(value, max_string)
+        if value is None or type(value) is bool:  # and plain scalars (a step, a duration)
+            return value
+        if type(value) is float:
+            return _float(value)
+        if type(value) is int:
+            return _int(value)
         return _Sanitizer(max_string, max_items, max_depth).convert(value, 0)
     except Exception:  # noqa: BLE001 - e.g. a bad limit; sanitising must never raise
         return UNSANITISABLE
