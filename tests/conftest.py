@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,8 +14,6 @@ from enginescope.engines import (
     demo_agent,
 )
 from enginescope.engines.testing import RecordingBridge
-
-_numbers = itertools.count(1)
 
 
 class FakeClock:
@@ -38,21 +35,20 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_context() -> Callable[..., UserExecutionContext]:
-    """Build a valid context; every call gets a fresh thread and run id."""
+def make_context(
+    make_user_context: Callable[..., UserExecutionContext],
+) -> Callable[..., UserExecutionContext]:
+    """The plugin's ``make_user_context`` with ``user-1`` as the default user."""
 
     def make(user_id: str = "user-1", **fields: Any) -> UserExecutionContext:
-        number = next(_numbers)
-        fields.setdefault("thread_id", f"thread-{number}")
-        fields.setdefault("run_id", f"run-{number}")
-        return UserExecutionContext(user_id=user_id, **fields)
+        return make_user_context(user_id, **fields)
 
     return make
 
 
 @pytest.fixture
-def bridge() -> RecordingBridge:
-    return RecordingBridge()
+def bridge(enginescope_bridge: RecordingBridge) -> RecordingBridge:
+    return enginescope_bridge
 
 
 @pytest.fixture
