@@ -8,6 +8,7 @@ address anybody else. Tool parameters and results are :func:`sanitize`-d on the 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -45,6 +46,31 @@ def _error_message(error: BaseException | str) -> str:
     except Exception:  # noqa: BLE001 - a broken __str__ still yields an error event
         message = ""
     return _text(message or type(error).__name__)
+
+
+class _Timestamps:
+    """UTC ISO 8601 timestamps with microseconds, like ``datetime.now(UTC).isoformat()``.
+
+    ``isoformat()`` costs more than the rest of an event's envelope, so the date and time
+    of day are formatted once per second and only the microseconds per event.
+    """
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            moment = datetime.fromtimestamp(second, UTC)
+            self._second, self._prefix = second, moment.strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}+00:00"
+
+
+_timestamp = _Timestamps()
 
 
 def _require_bridge(bridge: object) -> WebSocketBridge:
@@ -222,7 +248,7 @@ class UserWebSocketEmitter:
             "thread_id": self._thread_id,
             "run_id": self._run_id,
             "agent_name": _text(agent_name),
-            "timestamp": datetime.now(UTC).isoformat(),
+            "timestamp": _timestamp(),
             "seq": self._seq,
             "data": data,
         }
