@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -45,7 +46,7 @@ class AgentResult:
 class AgentRun:
     """What an agent sees of its run: the context, the message, and ways to report progress."""
 
-    __slots__ = ("_emitter", "agent_name", "cancel_reason", "context", "message")
+    __slots__ = ("_caller", "_emitter", "agent_name", "cancel_reason", "context", "message")
 
     def __init__(
         self,
@@ -53,12 +54,19 @@ class AgentRun:
         agent_name: str,
         message: str,
         emitter: UserWebSocketEmitter,
+        *,
+        caller: asyncio.Task[Any] | None = None,
     ) -> None:
         self.context = context
         self.agent_name = agent_name
         self.message = message
         self.cancel_reason: str | None = None
         self._emitter = emitter
+        self._caller = caller
+
+    def caller_cancelled(self) -> bool:
+        """Whether ``caller``, the task that started this run, is being cancelled."""
+        return self._caller is not None and self._caller.cancelling() > 0
 
     def __repr__(self) -> str:
         return (

@@ -142,6 +142,8 @@ class UserExecutionEngine:
         self._runs[task] = run
         task.add_done_callback(self._forget_run)
         limit = self.agent_timeout_seconds if timeout is None else timeout
+        if limit is None:
+            return await self._await_run(task, run)
         try:
             done, _ = await asyncio.wait((task,), timeout=limit)
         except asyncio.CancelledError:
@@ -155,6 +157,21 @@ class UserExecutionEngine:
             return _failed(run, run.cancel_reason or "cancelled", "CancelledError")
         return task.result()
 
+    async def _await_run(self, task: asyncio.Task[AgentResult], run: AgentRun) -> AgentResult:
+        """Wait for a run that has no deadline by awaiting its task directly.
+
+        A cancelled caller cancels the run too (its error event says "cancelled by the
+        caller") and the cancellation propagates; a run cancelled by the engine closing is
+        a failed result.
+        """
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if run.caller_cancelled():
+                await _stop(task, run, "cancelled by the caller")
+                raise
+        return _failed(run, run.cancel_reason or "cancelled", "CancelledError")
+
     def _start_run(self, agent_name: str, message: str, timeout: float | None) -> AgentRun:
         if not self._active:
             raise EngineClosedError(self.engine_id)
@@ -166,7 +183,8 @@ class UserExecutionEngine:
         if len(self._runs) >= self.max_concurrent_runs:
             raise EngineBusyError(self.engine_id, self.max_concurrent_runs)
         self._stats["runs_started"] += 1
-        return AgentRun(self.context, agent_name, message, self.websocket_emitter)
+        caller = asyncio.current_task()
+        return AgentRun(self.context, agent_name, message, self.websocket_emitter, caller=caller)
 
     async def _run(self, run: AgentRun) -> AgentResult:
         emitter, name = self.websocket_emitter, run.agent_name
@@ -176,7 +194,9 @@ class UserExecutionEngine:
             result = await self._agents.get(name)(run)
         except asyncio.CancelledError:
             self._stats["runs_cancelled"] += 1
-            reason = run.cancel_reason or "cancelled"
+            reason = run.cancel_reason or (
+                "cancelled by the caller" if run.caller_cancelled() else "cancelled"
+            )
             await emitter.notify_agent_error(name, reason, duration_ms=_ms_since(started))
             raise
         except Exception as exc:  # noqa: BLE001 - an agent's failure becomes its result
