@@ -63,7 +63,12 @@ def test_user_scope_lifecycle(
         return checked
 
     checked = bench.batches(
-        batch, ops=LIFECYCLES, rounds=30, role="ours", targets={"max_ratio": 1.0}
+        batch,
+        ops=LIFECYCLES,
+        rounds=30,
+        role="ours",
+        targets={"max_ratio": 1.0},
+        note="both sides create and clean up a real engine with an ExecutionEngineFactory",
     )
 
     metrics = factory_metrics(bench, container)
