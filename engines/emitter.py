@@ -52,22 +52,23 @@ class _Timestamps:
     """UTC ISO 8601 timestamps with microseconds, like ``datetime.now(UTC).isoformat()``.
 
     ``isoformat()`` costs more than the rest of an event's envelope, so the date and time
-    of day are formatted once per second and only the microseconds per event.
+    of day are formatted once per second and only the microseconds per event. The second
+    and its text are kept as one tuple, so a reader never sees one without the other.
     """
 
-    __slots__ = ("_prefix", "_second")
+    __slots__ = ("_current",)
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        self._current = (-1, "")
 
     def __call__(self) -> str:
         now = time.time()
-        second = int(now)
-        if second != self._second:
-            moment = datetime.fromtimestamp(second, UTC)
-            self._second, self._prefix = second, moment.strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}+00:00"
+        second, prefix = self._current
+        if int(now) != second:
+            second = int(now)
+            prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._current = (second, prefix)
+        return f"{prefix}.{int((now - second) * 1_000_000):06d}+00:00"
 
 
 _timestamp = _Timestamps()
