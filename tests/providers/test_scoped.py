@@ -14,6 +14,7 @@ from enginescope.providers import (
     NoActiveScopeError,
     ScopeClosedError,
     Scoped,
+    ScopeTeardownError,
     ScopeUsageError,
     ScopeValue,
     get_current_scope,
@@ -349,3 +350,34 @@ class TestInDeclarativeContainer:
         with scope("u1"):
             assert get_current_scope() is not None
         assert get_current_scope() is None
+
+
+class TestTimeoutsInsideCreationAndTeardown:
+    @pytest.mark.asyncio
+    async def test_timeout_in_teardown_is_the_finalizers_own(self) -> None:
+        """An asyncio.timeout in a teardown fires inside the teardown, not in the caller."""
+
+        async def resource() -> Any:
+            yield "r"
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(1)
+
+        provider: Scoped[Any] = Scoped(resource)
+        with pytest.raises(ScopeTeardownError) as caught:
+            async with scope("u1"):
+                assert "r" == await provider()
+        assert [TimeoutError] == [type(error) for error in caught.value.exceptions]
+
+    @pytest.mark.asyncio
+    async def test_timeout_in_creation_raises_timeout_error(self) -> None:
+        """An asyncio.timeout before the yield raises TimeoutError to the resolver."""
+
+        async def resource() -> Any:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(1)
+            yield "never"
+
+        provider: Scoped[Any] = Scoped(resource)
+        async with scope("u1"):
+            with pytest.raises(TimeoutError):
+                await provider()
