@@ -50,6 +50,21 @@ SECRET_KEY_PARTS = (
     "cookie",
     "sessionkey",
 )
+# Token *counts* that LLM tools pass around are not secrets; exact (normalised) names only.
+TOKEN_COUNT_KEYS = frozenset(
+    {
+        "maxtokens",
+        "maxoutputtokens",
+        "maxnewtokens",
+        "totaltokens",
+        "prompttokens",
+        "completiontokens",
+        "inputtokens",
+        "outputtokens",
+        "numtokens",
+        "tokencount",
+    }
+)
 _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 _MAX_INT_BITS = 1024  # larger ints are not JSON a client can parse (and may not stringify)
 _CACHED_KEY_LENGTH = 64
@@ -62,6 +77,8 @@ def _normalise_key(key: str) -> str:
 
 def _is_secret_key(key: str) -> bool:
     normal = _normalise_key(key)
+    if normal in TOKEN_COUNT_KEYS:
+        return False
     return any(part in normal for part in SECRET_KEY_PARTS)
 
 

@@ -48,9 +48,13 @@ def make_emitter(
     return UserWebSocketEmitter(user_id, "thread-1", run_id, bridge or RecordingBridge())
 
 
+TOKEN_COUNTS = ("max_tokens", "maxOutputTokens", "total_tokens", "prompt_tokens", "token_count")
+
+
 def is_secret_key(key: str) -> bool:
     normal = re.sub(r"[^0-9a-z]+", "", key.lower())
-    return any(word in normal for word in SECRET_WORDS)
+    exempt = {re.sub(r"[^0-9a-z]+", "", count.lower()) for count in TOKEN_COUNTS}
+    return normal not in exempt and any(word in normal for word in SECRET_WORDS)
 
 
 def secret_keys_keep_no_value(value: object) -> bool:
@@ -482,6 +486,11 @@ class BrokenRepr:
 
 class TestSanitize:
     """sanitize() makes any value JSON-ready, bounded and free of secret values."""
+
+    @pytest.mark.parametrize("key", TOKEN_COUNTS)
+    def test_token_counts_are_not_secrets(self, key: str) -> None:
+        """LLM token counts such as max_tokens keep their values; auth tokens do not."""
+        assert {key: 256, "auth_token": "[REDACTED]"} == sanitize({key: 256, "auth_token": "t"})
 
     @pytest.mark.parametrize(
         "key",
