@@ -126,13 +126,19 @@ class Scoped(providers.Provider[T]):
 
         With an async injection the call is a coroutine that awaits it first. Futures that
         are already done (an async Resource once started) are read at once, where
-        dependency-injector's own gathering of them takes several trips through the loop.
+        dependency-injector's own gathering of them takes several trips through the loop;
+        a started Resource is read without the call, which wraps it in a new future.
         """
+        if self.is_async_mode_undefined() and any(map(_is_async_resource, self._injections())):
+            self.enable_async_mode()  # injected as its value, it is still async to resolve
         args = [_inject(value) for value in self.args]
         kwargs = {name: _inject(value) for name, value in self.kwargs.items()}
         if any(map(_is_async, (*args, *kwargs.values()))):
             return self._call_when_ready(args, kwargs)
         return self.provides(*args, **kwargs)
+
+    def _injections(self) -> tuple[Any, ...]:
+        return (*self.args, *self.kwargs.values())
 
     async def _call_when_ready(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
         values = await _gathered((*args, *kwargs.values()))
@@ -166,9 +172,28 @@ class Scoped(providers.Provider[T]):
 
 def _inject(value: Any) -> Any:
     """An injection's value: a provider is called (unless delegated), anything else is itself."""
-    if providers.is_provider(value) and not providers.is_delegated(value):
-        return value()
-    return value
+    if not providers.is_provider(value) or providers.is_delegated(value):
+        return value
+    if isinstance(value, providers.Resource) and _is_started(value):
+        return _started_value(value)
+    return value()
+
+
+def _is_started(resource: providers.Resource[Any]) -> bool:
+    return resource.last_overriding is None and resource.initialized
+
+
+def _is_async_resource(value: object) -> bool:
+    return isinstance(value, providers.Resource) and value.is_async_mode_enabled()
+
+
+def _started_value(resource: providers.Resource[Any]) -> Any:
+    """A started Resource's value (or, while it is still starting, its future).
+
+    This is what calling it returns, without the new future dependency-injector wraps a
+    started async Resource's value in on every call.
+    """
+    return resource._provide((), {})  # type: ignore[attr-defined]
 
 
 def _is_async(value: object) -> bool:

@@ -352,6 +352,51 @@ class TestInDeclarativeContainer:
         assert get_current_scope() is None
 
 
+class TestResourceInjection:
+    @pytest.mark.asyncio
+    async def test_started_async_resource_is_injected_as_its_value(self) -> None:
+        """A started async Resource is injected as its value; the resolve stays awaitable."""
+
+        async def open_pool() -> Any:
+            yield "pool"
+
+        pool = providers.Resource(open_pool)
+        provider = Scoped(lambda pool, user: (pool, user), pool, ScopeValue())
+        await pool.init()
+        async with scope("ada"):
+            assert ("pool", "ada") == await provider()
+        await pool.shutdown()
+
+    @pytest.mark.asyncio
+    async def test_override_of_a_started_resource_is_injected(self) -> None:
+        """Overriding a started Resource injects the override, not the started value."""
+
+        async def open_pool() -> Any:
+            yield "pool"
+
+        pool = providers.Resource(open_pool)
+        provider = Scoped(lambda pool: pool, pool)
+        await pool.init()
+        with pool.override(providers.Object("fake pool")):
+            async with scope("ada"):
+                assert "fake pool" == await provider()
+        await pool.shutdown()
+
+    @pytest.mark.asyncio
+    async def test_resource_not_started_is_started_by_the_resolve(self) -> None:
+        """A Resource not started yet is started by the first resolve, as when called."""
+
+        async def open_pool() -> Any:
+            yield "pool"
+
+        pool = providers.Resource(open_pool)
+        provider = Scoped(lambda pool: pool, pool)
+        async with scope("ada"):
+            assert "pool" == await provider()
+        assert pool.initialized
+        await pool.shutdown()
+
+
 class TestTimeoutsInsideCreationAndTeardown:
     @pytest.mark.asyncio
     async def test_timeout_in_teardown_is_the_finalizers_own(self) -> None:
