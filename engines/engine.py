@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .agents import AgentRegistry, AgentResult, AgentRun, UserAgents
+from .agents import AgentRegistry, AgentResult, AgentRun, UserAgents, _ms_since
 from .context import UserExecutionContext
 from .errors import EngineBusyError, EngineClosedError
 
@@ -253,7 +253,3 @@ async def _stop(task: asyncio.Task[AgentResult], run: AgentRun, reason: str) -> 
 
 def _failed(run: AgentRun, error: str, error_type: str) -> AgentResult:
     return AgentResult(run.agent_name, False, None, error, error_type)
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000.0, 3)
