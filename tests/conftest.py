@@ -11,9 +11,8 @@ from enginescope.engines import (
     AgentRegistry,
     ExecutionEngineFactory,
     UserExecutionContext,
-    demo_agent,
 )
-from enginescope.engines.testing import RecordingBridge
+from enginescope.engines.testing import RecordingBridge, demo_agent
 
 
 class FakeClock:

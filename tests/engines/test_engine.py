@@ -17,9 +17,8 @@ from enginescope.engines import (
     UserExecutionContext,
     UserExecutionEngine,
     UserWebSocketEmitter,
-    demo_agent,
 )
-from enginescope.engines.testing import RecordingBridge
+from enginescope.engines.testing import RecordingBridge, demo_agent
 
 pytestmark = pytest.mark.asyncio
 

@@ -18,9 +18,8 @@ from enginescope.engines import (
     UserExecutionContext,
     UserExecutionEngine,
     UserWebSocketEmitter,
-    demo_agent,
 )
-from enginescope.engines.testing import RecordingBridge
+from enginescope.engines.testing import RecordingBridge, demo_agent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

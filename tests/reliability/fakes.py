@@ -97,6 +97,8 @@ class SteppingLedger(InMemorySlotLedger):
 
     __slots__ = ("stepper",)
 
+    immediate = False  # acquire and release suspend at checkpoints
+
     def __init__(self, stepper: Stepper) -> None:
         super().__init__()
         self.stepper = stepper
