@@ -273,7 +273,12 @@ class ExecutionEngineFactory:
             await self._on_engine_closed(engine)
 
     async def _on_engine_closed(self, engine: UserExecutionEngine) -> None:
-        """Remove ``engine`` and give its slot back; a no-op if it is already gone."""
+        """Remove ``engine``, silence it and give its slot back; a no-op if already gone.
+
+        The emitter is closed here too: an engine whose cleanup was cut short (the shutdown
+        deadline) may still have a run that swallowed its cancellation, and a removed
+        engine must reach nobody.
+        """
         if self._engines.pop(engine.engine_id, None) is None:
             return
         user_id = engine.context.user_id
@@ -282,7 +287,20 @@ class ExecutionEngineFactory:
         if not user:
             del self._by_user[user_id]
         self._counters["total_engines_cleaned"] += 1
-        await self._release_slot(user_id, engine.engine_id)
+        try:
+            await self._silence(engine)
+        finally:
+            await self._release_slot(user_id, engine.engine_id)
+
+    @staticmethod
+    async def _silence(engine: UserExecutionEngine) -> None:
+        try:
+            await engine.websocket_emitter.close()
+        except Exception:
+            logger.exception(
+                "closing a removed engine's emitter failed",
+                extra={"engine_id": engine.engine_id, "user_id": engine.context.user_id},
+            )
 
     async def _release_slot(self, user_id: str, slot_id: str) -> None:
         """Give a slot back; shielded, so a caller cancelled while a shared ledger answers
