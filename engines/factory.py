@@ -294,11 +294,17 @@ class ExecutionEngineFactory:
 
     @staticmethod
     async def _silence(engine: UserExecutionEngine) -> None:
+        """Close the engine's emitter unless its cleanup did; a failure here repeats one
+        that the engine's cleanup already reported, so it is logged at DEBUG only."""
+        emitter = engine.websocket_emitter
+        if getattr(emitter, "is_closed", False) is True:
+            return
         try:
-            await engine.websocket_emitter.close()
+            await emitter.close()
         except Exception:
-            logger.exception(
+            logger.debug(
                 "closing a removed engine's emitter failed",
+                exc_info=True,
                 extra={"engine_id": engine.engine_id, "user_id": engine.context.user_id},
             )
 
