@@ -13,7 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from enginescope.providers import Scoped, ScopeValue
+    from enginescope.providers import AsyncScoped, Scoped, ScopeValue
 
     from .captive import check_container_tree
     from .container import EngineContainer
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .settings import Backend, EngineSettings
 
 __all__ = [
+    "AsyncScoped",
     "Backend",
     "EngineContainer",
     "EngineContainerError",
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 _HOMES = {
+    "AsyncScoped": "enginescope.providers",
     "Backend": ".settings",
     "EngineContainer": ".container",
     "EngineContainerError": ".errors",

@@ -9,9 +9,8 @@ from dependency_injector import containers, providers
 from enginescope.engines import (
     UserExecutionEngine,
 )
-from enginescope.providers import ScopeValue, check_captive_dependencies
+from enginescope.providers import AsyncScoped, ScopeValue, check_captive_dependencies
 
-from ._async_scoped import AsyncScoped
 from ._resources import (
     build_agent_registry,
     open_engine_factory,
