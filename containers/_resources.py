@@ -16,9 +16,8 @@ from enginescope.engines import (
     UserExecutionContext,
     UserExecutionEngine,
     WebSocketBridge,
-    demo_agent,
 )
-from enginescope.engines.demo import DEMO_AGENT_NAME
+from enginescope.engines.testing import DEMO_AGENT_NAME, demo_agent
 
 from .errors import UnsupportedBackendError
 from .settings import EngineSettings

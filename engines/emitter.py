@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from ._sanitize import require_identifier, sanitize, truncate_text
-from .bridge import InvalidWebSocketBridgeError, WebSocketBridge
+from .bridge import WebSocketBridge, require_bridge
+from .context import require_identifier
+from .sanitize import sanitize, truncate_text
 
 __all__ = ["EVENT_TYPES", "UserWebSocketEmitter", "sanitize"]
 
@@ -74,12 +75,6 @@ class _Timestamps:
 _timestamp = _Timestamps()
 
 
-def _require_bridge(bridge: object) -> WebSocketBridge:
-    if bridge is None or not callable(getattr(bridge, "send_to_user", None)):
-        raise InvalidWebSocketBridgeError(bridge)
-    return bridge  # type: ignore[return-value]  # duck-typed: send_to_user is callable
-
-
 def _as_count(reached: object) -> int:
     """The bridge's answer as a connection count; anything but a positive int is 0."""
     if isinstance(reached, bool) or not isinstance(reached, int):
@@ -111,7 +106,7 @@ class UserWebSocketEmitter:
         self._user_id = require_identifier("user_id", user_id)
         self._thread_id = require_identifier("thread_id", thread_id)
         self._run_id = require_identifier("run_id", run_id)
-        self._bridge = _require_bridge(websocket_bridge)
+        self._bridge = require_bridge(websocket_bridge)
         self._seq = 0
         self._closed = False
         self._sent = 0

@@ -1,4 +1,5 @@
-"""Recording fakes for tests: a :class:`RecordingBridge` and a :class:`FakeSocket`.
+"""Recording fakes for tests: a :class:`RecordingBridge` and a :class:`FakeSocket`; and
+:func:`demo_agent`, a deterministic agent (no network, no model) for tests and demos.
 
 They record what they were asked to do, so a test can assert on it::
 
@@ -12,10 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
+from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["FakeSocket", "RecordingBridge"]
+if TYPE_CHECKING:
+    from .agents import AgentRun
+
+__all__ = ["DEMO_AGENT_NAME", "FakeSocket", "RecordingBridge", "demo_agent", "word_statistics"]
 
 
 def _snapshot(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -165,3 +171,27 @@ class FakeSocket:
     def types(self) -> list[str]:
         """The ``type`` of each message received, oldest first."""
         return [str(message.get("type")) for message in self.messages if isinstance(message, dict)]
+
+
+DEMO_AGENT_NAME = "demo"
+_WORD = re.compile(r"[\w']+")
+
+
+def word_statistics(text: str) -> dict[str, Any]:
+    """Count the words of ``text`` and name the most common ones."""
+    words = [word.lower() for word in _WORD.findall(text)]
+    return {
+        "words": len(words),
+        "unique_words": len(set(words)),
+        "characters": len(text),
+        "most_common": [word for word, _ in Counter(words).most_common(3)],
+    }
+
+
+async def demo_agent(run: AgentRun) -> str:
+    """Think once, use one tool and reply: exactly five events per run."""
+    await run.think(f"Reading your message of {len(run.message)} characters.")
+    stats = await run.use_tool("word_statistics", word_statistics, text=run.message)
+    words, unique = stats["words"], stats["unique_words"]
+    plural = "" if words == 1 else "s"
+    return f"Your message has {words} word{plural} ({unique} unique)."

@@ -12,10 +12,8 @@ from enginescope.engines import (
     AgentRun,
     UserExecutionContext,
     UserWebSocketEmitter,
-    demo_agent,
 )
-from enginescope.engines.demo import word_statistics
-from enginescope.engines.testing import RecordingBridge
+from enginescope.engines.testing import RecordingBridge, demo_agent, word_statistics
 
 
 async def noop_agent(run: AgentRun) -> str:
