@@ -34,6 +34,8 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from enginescope.engines import ConnectionBridge, ResumableBridge
+
 from ._sessions import new_run_id, new_thread_id
 from .dependencies import user_engine_dependency
 from .gateway import (
@@ -41,8 +43,6 @@ from .gateway import (
     MESSAGE_TOO_BIG,
     POLICY_VIOLATION,
     TRY_AGAIN_LATER,
-    ConnectionBridge,
-    ResumableBridge,
     WebSocketGateway,
     settle,
 )

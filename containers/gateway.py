@@ -3,8 +3,10 @@
 One socket per :meth:`WebSocketGateway.serve` call: the gateway registers the socket with
 the container's bridge, runs every inbound message in its own :func:`user_scope` with a
 server-generated run id, and unregisters the socket when it goes. Close codes (RFC 6455):
-1001 on shutdown, 1008 for a refused origin or resume token, 1009 for an oversize frame,
-1013 when the event backend does not answer.
+1001 on shutdown; 1008 for a refused origin, a malformed resume token, or a user already
+holding the bridge's ``max_connections_per_user`` sockets (retrying will not help until
+one of them closes); 1009 for an oversize frame; 1013 when the event backend does not
+answer (retry in a moment).
 """
 
 from __future__ import annotations
@@ -15,17 +17,19 @@ import inspect
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, cast
 
 from enginescope.engines import (
     BridgeClosedError,
     Connection,
+    ConnectionBridge,
+    ConnectionLimitError,
     FactoryShutdownError,
+    InvalidResumeTokenError,
+    ResumableBridge,
     SlotLedgerUnavailableError,
-    SocketLike,
     UserEngineLimitError,
     UserExecutionContext,
-    WebSocketBridgeError,
 )
 from starlette.websockets import WebSocket, WebSocketState
 
@@ -38,8 +42,6 @@ __all__ = [
     "MESSAGE_TOO_BIG",
     "POLICY_VIOLATION",
     "TRY_AGAIN_LATER",
-    "ConnectionBridge",
-    "ResumableBridge",
     "WebSocketGateway",
     "settle",
 ]
@@ -50,26 +52,6 @@ GOING_AWAY: Final = 1001  # WebSocket close codes (RFC 6455)
 POLICY_VIOLATION: Final = 1008
 MESSAGE_TOO_BIG: Final = 1009
 TRY_AGAIN_LATER: Final = 1013
-
-
-class ConnectionBridge(Protocol):
-    """The bridge methods the gateway and the metrics use (``AgentWebSocketBridge`` has them)."""
-
-    def register_connection(self, user_id: str, socket: SocketLike) -> Connection: ...
-
-    def unregister_connection(self, connection: Connection | None) -> None: ...
-
-    async def flush(self, user_id: str | None = None) -> None: ...
-
-    def get_metrics(self) -> Mapping[str, Any]: ...
-
-
-class ResumableBridge(Protocol):
-    """A bridge that can replay what a client missed (``RedisWebSocketBridge`` is one)."""
-
-    async def connect(
-        self, user_id: str, socket: SocketLike, *, resume_from: str | None = None
-    ) -> Connection: ...
 
 
 async def settle(result: object) -> Any:
@@ -102,7 +84,7 @@ class WebSocketGateway:
     ``"*"`` allows any. A socket from any other ``Origin`` is refused with 1008 before it
     is served. A client that sends no ``Origin`` (not a browser) is not checked.
 
-    With a bridge that has an async ``connect`` (:class:`ResumableBridge`, the Redis
+    With a bridge whose ``resumable`` is true (a :class:`ResumableBridge`, the Redis
     bridge), the socket is subscribed before the ``session`` event, so every event
     published after the greeting reaches it; each event then carries a ``stream_id``.
     If the subscription is not in effect within ``subscribe_timeout_seconds`` (Redis is
@@ -227,22 +209,22 @@ class WebSocketGateway:
         await session.socket.close(code, reason)
 
     async def _connection_bridge(self) -> ConnectionBridge:
-        return cast("ConnectionBridge", await settle(self._bridge()))
+        return cast("ConnectionBridge", await settle(self._bridge()))  # the container's bridge
 
     async def _connect(
         self, bridge: ConnectionBridge, session: Session, resume_from: str | None
     ) -> Connection | None:
         """Register the session's socket; ``None`` once it was refused and closed."""
         try:
-            connect = getattr(bridge, "connect", None)
-            if not inspect.iscoroutinefunction(connect):
-                return bridge.register_connection(session.user_id, session.socket)
-            return await self._subscribe(cast("ResumableBridge", bridge), session, resume_from)
+            if bridge.resumable:
+                resumable = cast("ResumableBridge", bridge)
+                return await self._subscribe(resumable, session, resume_from)
+            return bridge.register_connection(session.user_id, session.socket)
         except BridgeClosedError:
             await session.socket.close(GOING_AWAY, "server shutting down")
-        except ValueError as exc:  # InvalidResumeTokenError: the client's resume_from
-            if resume_from is None or not isinstance(exc, WebSocketBridgeError):
-                raise
+        except ConnectionLimitError as exc:
+            await session.refuse("connection_limit", str(exc), POLICY_VIOLATION, "too many sockets")
+        except InvalidResumeTokenError as exc:
             await session.refuse("invalid_resume", str(exc), POLICY_VIOLATION, "invalid resume")
         except TimeoutError:
             await session.refuse(

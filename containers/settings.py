@@ -36,6 +36,7 @@ class EngineSettings(BaseSettings):
 
     bridge_queue_size: int = Field(default=256, gt=0)
     bridge_send_timeout_seconds: float = Field(default=10, gt=0)
+    bridge_max_connections_per_user: int = Field(default=16, gt=0)
 
     backend: Backend = "memory"
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", min_length=1, repr=False)
@@ -60,6 +61,7 @@ class EngineSettings(BaseSettings):
         return {
             "queue_size": self.bridge_queue_size,
             "send_timeout_seconds": self.bridge_send_timeout_seconds,
+            "max_connections_per_user": self.bridge_max_connections_per_user,
         }
 
 

@@ -27,8 +27,8 @@ from enginescope.engines import (
     AgentRun,
     AgentWebSocketBridge,
     Connection,
+    InvalidResumeTokenError,
     SocketLike,
-    WebSocketBridgeError,
 )
 from fastapi import FastAPI
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
@@ -59,9 +59,15 @@ class ChatHarness:
         max_engines_per_user: int = 2,
         max_message_bytes: int = 256,
         allowed_origins: tuple[str, ...] = (),
+        max_connections_per_user: int = 16,
     ) -> None:
         self.container = EngineContainer()
-        self.container.settings.override(EngineSettings(max_engines_per_user=max_engines_per_user))
+        self.container.settings.override(
+            EngineSettings(
+                max_engines_per_user=max_engines_per_user,
+                bridge_max_connections_per_user=max_connections_per_user,
+            )
+        )
         agents = AgentRegistry()
         agents.register(AGENT, echo_agent)
         self.container.agent_registry.override(agents)
@@ -360,6 +366,29 @@ class TestServe:
             assert 1 == harness.metrics(client)["user_limit_rejections"]
 
 
+class TestConnectionLimit:
+    def test_a_socket_over_the_users_limit_is_told_and_closed_with_1008(self) -> None:
+        """The bridge refuses a user's extra socket; the gateway says so and closes 1008."""
+        harness = ChatHarness(max_connections_per_user=1)
+        with TestClient(harness.app) as client, client.websocket_connect("/ws/alice") as first:
+            first.receive_json()
+            with client.websocket_connect("/ws/alice") as extra:
+                error = extra.receive_json()
+                code = closed_code(extra)
+            with client.websocket_connect("/ws/bob") as bob:
+                bob_greeting = bob.receive_json()
+            first.send_json({"type": "ping"})
+            assert {"type": "pong"} == first.receive_json()
+            connections = harness.metrics(client)["active_connections"]
+        assert ("error", "connection_limit", POLICY_VIOLATION) == (
+            error["type"],
+            error["code"],
+            code,
+        )
+        assert "(1/1)" in error["message"]
+        assert ("session", 1) == (bob_greeting["type"], connections)
+
+
 class TestRestart:
     def test_a_gateway_serves_again_after_its_app_started_again(self, harness: ChatHarness) -> None:
         """One app, two TestClient sessions in turn: the second is served as the first was."""
@@ -446,10 +475,6 @@ class TestOrigin:
         assert "evil.example" in error["message"]
 
 
-class BadStreamIdError(WebSocketBridgeError, ValueError):
-    """What the Redis bridge raises for a malformed ``resume_from``."""
-
-
 class ReplayingBridge:
     """A resumable bridge: ``connect`` records its call and, before it returns, queues
     one ``replayed`` event to the socket (as the Redis bridge may); ``hang`` makes it
@@ -460,12 +485,16 @@ class ReplayingBridge:
         self.hang = hang
         self.connects: list[tuple[str, str | None]] = []
 
+    @property
+    def resumable(self) -> bool:
+        return True
+
     async def connect(
         self, user_id: str, socket: SocketLike, *, resume_from: str | None = None
     ) -> Connection:
         self.connects.append((user_id, resume_from))
         if resume_from is not None and not resume_from.startswith("1-"):
-            raise BadStreamIdError(f"Invalid resume_from={resume_from!r}")
+            raise InvalidResumeTokenError("resume_from", resume_from, "a stream id such as '1-0'")
         if self.hang:
             await asyncio.Event().wait()
         connection = self.local.register_connection(user_id, socket)

@@ -58,6 +58,12 @@ class TestEnvironment:
             ("ENGINESCOPE_MAX_CONCURRENT_RUNS", "8", "max_concurrent_runs", 8),
             ("ENGINESCOPE_BRIDGE_QUEUE_SIZE", "64", "bridge_queue_size", 64),
             ("ENGINESCOPE_BRIDGE_SEND_TIMEOUT_SECONDS", "1.5", "bridge_send_timeout_seconds", 1.5),
+            (
+                "ENGINESCOPE_BRIDGE_MAX_CONNECTIONS_PER_USER",
+                "3",
+                "bridge_max_connections_per_user",
+                3,
+            ),
             ("ENGINESCOPE_BACKEND", "redis", "backend", "redis"),
             ("ENGINESCOPE_REDIS_URL", "redis://cache:6380/1", "redis_url", "redis://cache:6380/1"),
             ("ENGINESCOPE_REDIS_LEASE_TTL_SECONDS", "45", "redis_lease_ttl_seconds", 45.0),
