@@ -307,11 +307,10 @@ class WebSocketGateway:
 
     async def _accept_message(self, session: Session, data: Mapping[str, Any]) -> None:
         text = data.get("text")
-        thread_id = data.get("thread_id")
-        thread_id = session.thread_id if thread_id is None else thread_id
+        thread_id = data.get("thread_id", session.thread_id)
         if not isinstance(text, str) or not text.strip():
             await session.send_error("invalid_message", "A message needs a non-empty 'text'.")
-        elif not isinstance(thread_id, str):
+        elif isinstance(thread_id, list | dict):
             await session.send_error(
                 "invalid_message", "A message's 'thread_id' is a string issued to you, or absent."
             )
@@ -322,7 +321,7 @@ class WebSocketGateway:
         elif self._closing:
             await session.send_error("shutting_down", "The server is shutting down.")
         else:
-            session.start(self._run(session, thread_id, text))
+            session.start(self._run(session, str(thread_id), text))
 
     async def _run(self, session: Session, thread_id: str, text: str) -> None:
         context = UserExecutionContext(
