@@ -25,7 +25,13 @@ from .compat import (
     reset_execution_engine_factory,
     user_execution_engine,
 )
-from .context import UserExecutionContext, check_identifier, validate_user_context
+from .context import (
+    UserExecutionContext,
+    check_identifier,
+    metadata_limits,
+    set_metadata_limits,
+    validate_user_context,
+)
 from .emitter import EVENT_TYPES, UserWebSocketEmitter
 from .engine import UserExecutionEngine
 from .errors import (
@@ -104,8 +110,10 @@ __all__ = [
     "configure_execution_engine_factory",
     "create_request_scoped_engine",
     "get_execution_engine_factory",
+    "metadata_limits",
     "reset_execution_engine_factory",
     "sanitize",
+    "set_metadata_limits",
     "user_execution_engine",
     "validate_user_context",
 ]
