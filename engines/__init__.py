@@ -60,7 +60,7 @@ from .errors import (
     WebSocketBridgeError,
 )
 from .factory import ExecutionEngineFactory
-from .sanitize import sanitize
+from .sanitize import redact_text, sanitize
 from .slots import ImmediateSlotLedger, InMemorySlotLedger, SlotLedger
 
 __all__ = [
@@ -115,6 +115,7 @@ __all__ = [
     "create_request_scoped_engine",
     "get_execution_engine_factory",
     "metadata_limits",
+    "redact_text",
     "reset_execution_engine_factory",
     "sanitize",
     "set_metadata_limits",

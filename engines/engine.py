@@ -21,6 +21,7 @@ from .errors import (
     InvalidTimeoutError,
     InvalidTimeoutTypeError,
 )
+from .sanitize import redact_text
 
 if TYPE_CHECKING:
     from .emitter import UserWebSocketEmitter
@@ -210,7 +211,11 @@ class UserExecutionEngine:
             self._stats["runs_failed"] += 1
             logger.info(
                 "agent run failed",
-                extra={"engine_id": self.engine_id, "agent_name": name, "error": repr(exc)},
+                extra={
+                    "engine_id": self.engine_id,
+                    "agent_name": name,
+                    "error": redact_text(repr(exc)),
+                },
             )
             duration = _ms_since(started)
             await emitter.notify_agent_error(name, exc, duration_ms=duration)
