@@ -107,10 +107,11 @@ def looks_secret(key: str) -> bool:
 # costs a handful of substring tests and no regex at all.
 
 _TOKEN = r"[A-Za-z0-9._~+/\-]"  # noqa: S105 - a character class, not a password
-# what follows "key:" or "key=": a scheme and its credentials, a quoted string, or a word
+# what follows "key:" or "key=": a scheme and its credentials, a quoted string (to the end
+# of the text if it is not closed), or a word
 _VALUE = re.compile(
     rf"\s*(?P<value>(?i:bearer|basic|token)[ \t]+{_TOKEN}+=*"
-    r"|\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[^\s\"',;&}\]]+)"
+    r"|\"(?:[^\"\\]|\\.)*\"?|'(?:[^'\\]|\\.)*'?|[^\s\"',;&}\]]+)"
 )
 # an authorization scheme and its credentials (with a digit in them, or 20 characters long)
 _SCHEME = re.compile(rf"\b((?i:bearer|basic)\s+)(?={_TOKEN}*[0-9]|{_TOKEN}{{20}}){_TOKEN}{{8,}}=*")
@@ -118,7 +119,8 @@ _SCHEME = re.compile(rf"\b((?i:bearer|basic)\s+)(?={_TOKEN}*[0-9]|{_TOKEN}{{20}}
 _URL_PASSWORD = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]{1,30}://[^\s/:@?#]*:)[^\s/]+(?=@)")
 # a private key block, to its end or to the end of the text
 _PRIVATE_KEY = re.compile(
-    r"-----BEGIN[A-Z ]*PRIVATE KEY-----(?:[\s\S]*?-----END[A-Z ]*PRIVATE KEY-----|[\s\S]*)"
+    r"-----BEGIN[A-Z ]{0,40}PRIVATE KEY-----"
+    r"(?:[\s\S]*?-----END[A-Z ]{0,40}PRIVATE KEY-----|[\s\S]*)"
 )
 # well-known API key shapes and JWTs, not inside a longer word
 _API_KEY = re.compile(
@@ -136,17 +138,49 @@ _KEY_PUNCTUATION = "\"'`{[(<,;"
 
 
 def _has_api_key_cue(text: str) -> bool:
-    if "-" in text and ("sk-" in text or "xox" in text or "xapp-" in text or "glpat-" in text):
-        return True
-    if "_" in text and ("sk_" in text or "rk_" in text or "gh" in text or "hf_" in text):
-        return True
-    if "npm_" in text or ("J" in text and "eyJ" in text):
-        return True
-    return "A" in text and ("AKIA" in text or "ASIA" in text or "AIza" in text)
+    return (
+        ("-" in text and ("sk-" in text or "xox" in text or "xapp-" in text or "glpat-" in text))
+        or ("_" in text and ("sk_" in text or "rk_" in text or "gh" in text or "hf_" in text))
+        or ("_" in text and "npm_" in text)
+        or ("J" in text and "eyJ" in text)
+        or ("A" in text and ("AKIA" in text or "ASIA" in text or "AIza" in text))
+    )
 
 
 def _has_scheme_cue(text: str) -> bool:
-    return "earer" in text or "asic" in text or "EARER" in text or "ASIC" in text
+    return (
+        "earer" in text
+        or "asic" in text
+        or ("E" in text and "EARER" in text)
+        or ("A" in text and "ASIC" in text)
+    )
+
+
+# Every secret key name, as written, holds one of these (ASCII texts are checked first).
+_KEY_CUES = (
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "cred",
+    "cookie",
+    "sess",
+    "sid",
+    "bearer",
+    "jwt",
+    "signature",
+    "dsn",
+    "otp",
+)
+
+
+def _may_name_a_secret(text: str) -> bool:
+    if not text.isascii():
+        return True  # the key rule normalises first; let it look at every key
+    lowered = text.lower()
+    return any(cue in lowered for cue in _KEY_CUES)
 
 
 def _separators(text: str) -> list[int]:
@@ -156,12 +190,17 @@ def _separators(text: str) -> list[int]:
         while index != -1:
             found.append(index)
             index = text.find(separator, index + 1)
-    return sorted(found)
+    found.sort()
+    return found
 
 
 def _key_before(text: str, index: int) -> str:
+    """The word just before the separator at ``index``: ``password`` in ``{"password": ``."""
     words = text[max(0, index - _KEY_WINDOW) : index].rsplit(None, 1)
-    return words[-1].strip(_KEY_PUNCTUATION) if words else ""
+    if not words:
+        return ""
+    word = words[-1].rpartition(":")[2].rpartition("=")[2]
+    return word.strip(_KEY_PUNCTUATION)
 
 
 def _redact_assignments(text: str) -> str:
@@ -179,9 +218,10 @@ def _redact_assignments(text: str) -> str:
         if value is None:
             continue
         start, end = value.span("value")
-        quoted = text[start] in "\"'"
-        pieces += (text[done : start + quoted], REDACTED)
-        done = end - quoted
+        opened = text[start] in "\"'"
+        closed = opened and end - start > 1 and text[end - 1] == text[start]
+        pieces += (text[done : start + opened], REDACTED)
+        done = end - closed
     return "".join((*pieces, text[done:])) if pieces else text
 
 
@@ -193,10 +233,13 @@ def redact_credentials(text: str) -> str:
     """``text`` with every credential-shaped value replaced by ``"[REDACTED]"``."""
     if len(text) < _SHORTEST:
         return text
+    if text.isalnum():  # a name or a word: of all the shapes only AKIA... fits
+        return _API_KEY.sub(REDACTED, text) if "A" in text and _has_api_key_cue(text) else text
     if "-" in text and "-----BEGIN" in text:
         text = _PRIVATE_KEY.sub(REDACTED, text)
     if ":" in text or "=" in text:
-        text = _redact_assignments(text)
+        if _may_name_a_secret(text):
+            text = _redact_assignments(text)
         if "://" in text:
             text = _URL_PASSWORD.sub(_keep_prefix, text)
     if _has_scheme_cue(text):

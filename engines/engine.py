@@ -31,6 +31,7 @@ __all__ = ["DEFAULT_MAX_CONCURRENT_RUNS", "UserExecutionEngine", "new_engine_id"
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONCURRENT_RUNS = 4
+_LOGGED_ERROR_LENGTH = 10_000
 _PROCESS_TAG = uuid.uuid4().hex[:12]
 _engine_numbers = itertools.count(1)
 
@@ -214,7 +215,7 @@ class UserExecutionEngine:
                 extra={
                     "engine_id": self.engine_id,
                     "agent_name": name,
-                    "error": redact_text(repr(exc)),
+                    "error": redact_text(repr(exc), _LOGGED_ERROR_LENGTH),
                 },
             )
             duration = _ms_since(started)

@@ -18,7 +18,13 @@ from typing import Any, NamedTuple
 import attrs
 import pytest
 from enginescope.engines import redact_text, sanitize
-from enginescope.engines.sanitize import REDACTED, looks_secret
+from enginescope.engines._redact import _KEY_CUES
+from enginescope.engines.sanitize import (
+    REDACTED,
+    SECRET_KEY_PARTS,
+    SECRET_KEY_WORDS,
+    looks_secret,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, SecretStr
@@ -51,6 +57,9 @@ API_KEYS = [
     JWT,
 ]
 BEARER = "Bearer " + "0a1b2c3d4e5f6a7b8c9d"
+PRIVATE_KEY_BLOCK = (
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----"
+)
 PASSWORD = "s3cr3t-Pa55"  # noqa: S105 - a test credential
 
 
@@ -285,11 +294,13 @@ class TestRedactionByValue:
             (f"DSN=postgres://u:{PASSWORD}@h/d", f"DSN={REDACTED}"),
             (f"keyfile={OPENAI_KEY}", f"keyfile={REDACTED}"),
             (
-                "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n"
-                "-----END RSA PRIVATE KEY----- ok",
+                PRIVATE_KEY_BLOCK + " ok",
                 f"{REDACTED} ok",
             ),
             ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE", REDACTED),
+            (f'password: "{PASSWORD} and the rest', f'password: "{REDACTED}'),
+            (f"a:password={PASSWORD}", f"a:password={REDACTED}"),
+            (f"x=y;pwd={PASSWORD}", f"x=y;pwd={REDACTED}"),
         ],
     )
     def test_credentials_in_free_text(self, text: str, expected: str) -> None:
@@ -382,6 +393,14 @@ class TestRedactionByValue:
         if "earer" in text or "asic" in text:
             return
         assert text == redact_text(text)
+
+
+class TestCueList:
+    def test_every_secret_key_name_has_a_free_text_cue(self) -> None:
+        """Free text is only searched for key=value pairs when it holds a cue; every secret
+        key part and word contains one, so none is skipped."""
+        names = [*SECRET_KEY_PARTS, *SECRET_KEY_WORDS]
+        assert [] == [name for name in names if not any(cue in name for cue in _KEY_CUES)]
 
 
 class TestRecords:
