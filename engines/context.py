@@ -21,6 +21,7 @@ from pydantic import (
     field_validator,
 )
 
+from ._lifecycle import check_positive
 from .errors import InvalidContextError, InvalidSettingError
 
 __all__ = [
@@ -163,10 +164,12 @@ def set_metadata_limits(
     return previous
 
 
-def _positive_int(field: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidSettingError(field, value, "a positive integer", "set_metadata_limits")
-    return value
+def _positive_int(field: str, value: int) -> int:
+    return check_positive(field, value, integer=True, error=_limit_error)
+
+
+def _limit_error(field: str, value: object, expected: str) -> InvalidSettingError:
+    return InvalidSettingError(field, value, expected, "set_metadata_limits")
 
 
 class _MetadataMeter:
