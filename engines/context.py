@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple, Self, cast
 
 from pydantic import (
     BaseModel,
@@ -172,9 +172,13 @@ def _limit_error(field: str, value: object, expected: str) -> InvalidSettingErro
     return InvalidSettingError(field, value, expected, "set_metadata_limits")
 
 
-class _MetadataMeter:
-    """Walks metadata before it is copied: refuses it as soon as it is too deep, cyclic
-    or too large, counting a lower bound of its compact JSON length."""
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+class _MetadataCopier:
+    """Copies metadata in one walk, refusing it as soon as it is too deep, cyclic, not
+    JSON data, or too large (counting a lower bound of its compact JSON length), so 50 MB
+    are refused after reading 64 KiB of them."""
 
     __slots__ = ("_on_path", "limits", "remaining")
 
@@ -191,40 +195,50 @@ class _MetadataMeter:
                 "large data out of the context (or raise the limit with set_metadata_limits)"
             )
 
-    def measure(self, value: object, depth: int) -> None:
+    def copy(self, value: object, depth: int) -> object:
         if isinstance(value, str):
             self.spend(len(value) + 2)
-        elif isinstance(value, Mapping | list | tuple):
-            self._container(value, depth + 1)
-        else:
+            return value
+        if isinstance(value, _JSON_SCALARS):
             self.spend(1)  # a number, a boolean, null: at least one character
+            return value
+        if isinstance(value, dict | list | tuple):
+            return self._container(value, depth + 1)
+        raise ValueError(f"must be JSON-serialisable ({type(value).__name__} is not)")
 
-    def _container(
-        self, value: Mapping[Any, Any] | list[Any] | tuple[Any, ...], depth: int
-    ) -> None:
+    def _container(self, value: dict[Any, Any] | list[Any] | tuple[Any, ...], depth: int) -> object:
         if depth > self.limits.max_depth:
             raise ValueError(f"must be nested at most {self.limits.max_depth} levels deep")
         if id(value) in self._on_path:
             raise ValueError("must not contain itself")
         self._on_path.add(id(value))
         self.spend(1 + len(value))  # brackets and commas
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                self.spend(len(key) + 3 if isinstance(key, str) else 3)  # quotes and colon
-                self.measure(item, depth)
-        else:
-            for item in value:
-                self.measure(item, depth)
+        copied = self._items(value, depth) if isinstance(value, dict) else self._list(value, depth)
         self._on_path.discard(id(value))
+        return tuple(copied) if isinstance(value, tuple) else copied
+
+    def _items(self, value: dict[Any, Any], depth: int) -> dict[Any, Any]:
+        copied = {}
+        for key, item in value.items():
+            if not isinstance(key, _JSON_SCALARS):
+                reason = f"keys must be strings or numbers, got {type(key).__name__}"
+                raise ValueError(reason)  # noqa: TRY004 - becomes an InvalidContextError
+            self.spend(len(key) + 3 if isinstance(key, str) else 3)  # quotes and colon
+            copied[key] = self.copy(item, depth)
+        return copied
+
+    def _list(self, value: list[Any] | tuple[Any, ...], depth: int) -> list[Any]:
+        return [self.copy(item, depth) for item in value]
 
 
-def _measure_metadata(value: Mapping[Any, Any], limits: MetadataLimits) -> None:
+def _copy_metadata(value: Mapping[Any, Any], limits: MetadataLimits) -> dict[Any, Any]:
     try:
-        _MetadataMeter(limits).measure(value, 0)
+        copied = _MetadataCopier(limits)._container(dict(value), 1)  # the top is level 1
     except ValueError:
         raise
     except Exception as exc:  # noqa: BLE001 - a hostile mapping: not data
         raise ValueError(f"must be JSON-serialisable ({type(exc).__name__})") from None
+    return cast("dict[Any, Any]", copied)  # a dict copies to a dict
 
 
 def _check_metadata(value: object) -> Mapping[str, Any]:
@@ -233,14 +247,10 @@ def _check_metadata(value: object) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ValueError(f"must be a mapping, got {type(value).__name__}")  # noqa: TRY004
     limits = _limits
-    _measure_metadata(value, limits)
-    try:
-        copied = copy.deepcopy(dict(value))
-    except Exception as exc:  # noqa: BLE001 - a lock, a generator, a socket: not data
-        raise ValueError(f"must be JSON-serialisable ({type(exc).__name__}: {exc})") from None
-    bad_keys = [key for key in copied if not isinstance(key, str)]
-    if bad_keys:
-        raise ValueError(f"keys must be strings, got {bad_keys[0]!r}")
+    bad_key = next((key for key in value if not isinstance(key, str)), None)
+    if bad_key is not None:
+        raise ValueError(f"keys must be strings, got {bad_key!r}")
+    copied = _copy_metadata(value, limits)
     reserved = sorted(RESERVED_METADATA_KEYS.intersection(copied))
     if reserved:
         raise ValueError(f"must not set reserved keys {reserved}")
