@@ -8,7 +8,16 @@ Pure asyncio and pydantic; imports no DI framework. The Redis backend
 import importlib
 from typing import TYPE_CHECKING
 
-from .agents import Agent, AgentFactory, AgentRegistry, AgentResult, AgentRun, UserAgents
+from .agents import (
+    STOP_REASONS,
+    Agent,
+    AgentFactory,
+    AgentRegistry,
+    AgentResult,
+    AgentRun,
+    UserAgents,
+    inline_tool,
+)
 from .bridge import (
     TRY_AGAIN_LATER,
     AgentWebSocketBridge,
@@ -40,7 +49,9 @@ from .errors import (
     ExecutionEngineFactoryError,
     FactoryNotConfiguredError,
     FactoryShutdownError,
+    FrameworkNotInstalledError,
     InvalidContextError,
+    InvalidEventSettingError,
     SlotLedgerUnavailableError,
     UserEngineLimitError,
 )
@@ -50,6 +61,7 @@ from .slots import InMemorySlotLedger, SlotLedger
 __all__ = [
     "DEMO_AGENT_NAME",
     "EVENT_TYPES",
+    "STOP_REASONS",
     "TRY_AGAIN_LATER",
     "Agent",
     "AgentFactory",
@@ -68,8 +80,10 @@ __all__ = [
     "ExecutionEngineFactoryError",
     "FactoryNotConfiguredError",
     "FactoryShutdownError",
+    "FrameworkNotInstalledError",
     "InMemorySlotLedger",
     "InvalidContextError",
+    "InvalidEventSettingError",
     "InvalidResumeTokenError",
     "InvalidSocketError",
     "InvalidWebSocketBridgeError",
@@ -89,6 +103,7 @@ __all__ = [
     "create_request_scoped_engine",
     "demo_agent",
     "get_execution_engine_factory",
+    "inline_tool",
     "reset_execution_engine_factory",
     "sanitize",
     "user_execution_engine",

@@ -12,7 +12,9 @@ __all__ = [
     "ExecutionEngineFactoryError",
     "FactoryNotConfiguredError",
     "FactoryShutdownError",
+    "FrameworkNotInstalledError",
     "InvalidContextError",
+    "InvalidEventSettingError",
     "SlotLedgerUnavailableError",
     "UserEngineLimitError",
 ]
@@ -115,4 +117,26 @@ class SlotLedgerUnavailableError(ExecutionEngineFactoryError):
             f"({reason}). The engine was refused so the per-user limit still holds across "
             "replicas; check that redis-server is running and that ENGINESCOPE_REDIS_URL "
             "points at it, then retry (the ledger reconnects by itself)."
+        )
+
+
+class InvalidEventSettingError(EngineScopeError, ValueError):
+    """An event setting (such as the text-delta coalescing) has a value it cannot take."""
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"{field} must be {expected}, got {value!r}.")
+
+
+class FrameworkNotInstalledError(EngineScopeError, ImportError):
+    """An agent adapter was imported without the framework it adapts."""
+
+    def __init__(self, framework: str, extra: str) -> None:
+        self.framework = framework
+        self.extra = extra
+        super().__init__(
+            f"The {framework} adapter needs {framework}, which is not installed; "
+            f"install it with: pip install 'enginescope[{extra}]'",
+            name=framework,
         )

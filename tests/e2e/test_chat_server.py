@@ -21,7 +21,7 @@ from .conftest import SECRET, ChatServer, StartServer
 pytestmark = pytest.mark.e2e
 
 FIVE = ["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]
-AGENT_EVENTS = {*FIVE, "agent_error"}
+AGENT_EVENTS = {*FIVE, "agent_error", "agent_stopped"}
 
 
 async def open_session(server: ChatServer, name: str) -> tuple[ClientConnection, dict[str, Any]]:
@@ -242,7 +242,7 @@ class TestLimitsAndShutdown:
     async def test_sigterm_during_runs_closes_sockets_1001_and_leaves_no_engine(
         self, start_server: StartServer
     ) -> None:
-        """Two users mid-run: SIGTERM ends each run (agent_error), closes with 1001, the
+        """Two users mid-run: SIGTERM ends each run (agent_stopped), closes with 1001, the
         app shuts down gracefully and its final metrics show every engine cleaned."""
         server = start_server(CHAT_TOOL_DELAY_SECONDS="60")
         sessions = await asyncio.gather(open_session(server, "Ann"), open_session(server, "Ben"))
@@ -258,7 +258,7 @@ class TestLimitsAndShutdown:
         # uvicorn re-raises the SIGTERM it caught once it has shut down gracefully
         assert await stopping in {0, -signal.SIGTERM}
         assert "Application shutdown complete." in server.log
-        assert ["agent_error", "agent_error"] == [event["type"] for event in last_events]
+        assert ["agent_stopped", "agent_stopped"] == [event["type"] for event in last_events]
         assert [1001, 1001] == codes
         final = json.loads(server.log.split("final engine metrics ", 1)[1].splitlines()[0])
         assert (0, [], 2, 2) == (

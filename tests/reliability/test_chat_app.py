@@ -56,7 +56,7 @@ def run_message(socket: WebSocketTestSession, **frame: Any) -> list[dict[str, An
     """Send a chat message; every frame until its run ends."""
     socket.send_json({"type": "message", "text": "2 + 2", **frame})
     events = [socket.receive_json()]
-    while events[-1]["type"] not in ("agent_completed", "agent_error", "error"):
+    while events[-1]["type"] not in ("agent_completed", "agent_error", "agent_stopped", "error"):
         events.append(socket.receive_json())
     return events
 
