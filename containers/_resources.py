@@ -16,9 +16,8 @@ from enginescope.engines import (
     UserExecutionContext,
     UserExecutionEngine,
     WebSocketBridge,
-    demo_agent,
 )
-from enginescope.engines.demo import DEMO_AGENT_NAME
+from enginescope.engines.testing import DEMO_AGENT_NAME, demo_agent
 
 from .errors import UnsupportedBackendError
 from .settings import EngineSettings
@@ -101,7 +100,6 @@ async def _redis_bridge(
 
 async def open_engine_factory(
     *,
-    before_start: object = None,
     settings: EngineSettings,
     websocket_bridge: WebSocketBridge,
     slot_ledger: SlotLedger,
@@ -111,10 +109,9 @@ async def open_engine_factory(
 ) -> AsyncIterator[ExecutionEngineFactory]:
     """Yield an ``ExecutionEngineFactory`` built from the settings; shut it down after.
 
-    ``before_start`` is ignored; it is injected first, so the container passes its captive
-    dependency check there and a misconfigured container fails before anything starts.
+    The container starts it through a ``FactoryResource``, which refuses captive
+    dependencies over the whole application container first.
     """
-    del before_start
     factory = ExecutionEngineFactory(
         websocket_bridge,
         database_session_manager=database_session_manager,

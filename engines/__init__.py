@@ -21,14 +21,11 @@ from .agents import (
 from .bridge import (
     TRY_AGAIN_LATER,
     AgentWebSocketBridge,
-    BridgeClosedError,
-    BridgeConfigError,
     Connection,
-    InvalidSocketError,
-    InvalidWebSocketBridgeError,
+    ConnectionBridge,
+    ResumableBridge,
     SocketLike,
     WebSocketBridge,
-    WebSocketBridgeError,
 )
 from .compat import (
     configure_execution_engine_factory,
@@ -37,29 +34,39 @@ from .compat import (
     reset_execution_engine_factory,
     user_execution_engine,
 )
-from .context import UserExecutionContext, validate_user_context
-from .demo import DEMO_AGENT_NAME, demo_agent
-from .emitter import EVENT_TYPES, UserWebSocketEmitter, sanitize
+from .context import UserExecutionContext, check_identifier, validate_user_context
+from .emitter import EVENT_TYPES, UserWebSocketEmitter
 from .engine import UserExecutionEngine
 from .errors import (
     AgentNotFoundError,
+    BridgeClosedError,
+    BridgeConfigError,
+    ConnectionLimitError,
     EngineBusyError,
     EngineClosedError,
     EngineScopeError,
     ExecutionEngineFactoryError,
+    FactoryBridgeError,
+    FactoryCapacityError,
+    FactoryConfigError,
     FactoryNotConfiguredError,
     FactoryShutdownError,
     FrameworkNotInstalledError,
     InvalidContextError,
     InvalidEventSettingError,
+    InvalidResumeTokenError,
+    InvalidSettingError,
+    InvalidSocketError,
+    InvalidWebSocketBridgeError,
     SlotLedgerUnavailableError,
     UserEngineLimitError,
+    WebSocketBridgeError,
 )
 from .factory import ExecutionEngineFactory
-from .slots import InMemorySlotLedger, SlotLedger
+from .sanitize import sanitize
+from .slots import ImmediateSlotLedger, InMemorySlotLedger, SlotLedger
 
 __all__ = [
-    "DEMO_AGENT_NAME",
     "EVENT_TYPES",
     "STOP_REASONS",
     "TRY_AGAIN_LATER",
@@ -73,22 +80,30 @@ __all__ = [
     "BridgeClosedError",
     "BridgeConfigError",
     "Connection",
+    "ConnectionBridge",
+    "ConnectionLimitError",
     "EngineBusyError",
     "EngineClosedError",
     "EngineScopeError",
     "ExecutionEngineFactory",
     "ExecutionEngineFactoryError",
+    "FactoryBridgeError",
+    "FactoryCapacityError",
+    "FactoryConfigError",
     "FactoryNotConfiguredError",
     "FactoryShutdownError",
     "FrameworkNotInstalledError",
+    "ImmediateSlotLedger",
     "InMemorySlotLedger",
     "InvalidContextError",
     "InvalidEventSettingError",
     "InvalidResumeTokenError",
+    "InvalidSettingError",
     "InvalidSocketError",
     "InvalidWebSocketBridgeError",
     "RedisSlotLedger",
     "RedisWebSocketBridge",
+    "ResumableBridge",
     "SlotLedger",
     "SlotLedgerUnavailableError",
     "SocketLike",
@@ -99,9 +114,9 @@ __all__ = [
     "UserWebSocketEmitter",
     "WebSocketBridge",
     "WebSocketBridgeError",
+    "check_identifier",
     "configure_execution_engine_factory",
     "create_request_scoped_engine",
-    "demo_agent",
     "get_execution_engine_factory",
     "inline_tool",
     "reset_execution_engine_factory",
@@ -111,13 +126,12 @@ __all__ = [
 ]
 
 _REDIS_EXPORTS = {
-    "InvalidResumeTokenError": ".redis_bridge",
     "RedisSlotLedger": ".redis_slots",
     "RedisWebSocketBridge": ".redis_bridge",
 }
 
 if TYPE_CHECKING:
-    from .redis_bridge import InvalidResumeTokenError, RedisWebSocketBridge
+    from .redis_bridge import RedisWebSocketBridge
     from .redis_slots import RedisSlotLedger
 
 

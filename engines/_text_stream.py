@@ -6,12 +6,21 @@ Not API: :class:`enginescope.engines.emitter.UserWebSocketEmitter` owns one.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from typing import Final
 
 from .errors import InvalidEventSettingError
 
-__all__ = ["DEFAULT_INTERVAL_SECONDS", "DEFAULT_MAX_CHARS", "MAX_CHARS_LIMIT", "TextBuffer"]
+__all__ = [
+    "DEFAULT_INTERVAL_SECONDS",
+    "DEFAULT_MAX_CHARS",
+    "DEFAULT_OPTIONS",
+    "MAX_CHARS_LIMIT",
+    "TextBuffer",
+    "TextOptions",
+    "text_options",
+]
 
 DEFAULT_INTERVAL_SECONDS: Final = 0.05
 DEFAULT_MAX_CHARS: Final = 256
@@ -34,6 +43,18 @@ def _max_chars(value: object) -> int:
     return value
 
 
+TextOptions = tuple[float, int, Callable[[], float]]
+"""Validated ``(interval_seconds, max_chars, clock)`` of a :class:`TextBuffer`."""
+
+
+def text_options(interval: object, max_chars: object, clock: Callable[[], float]) -> TextOptions:
+    """The coalescing settings, checked: :class:`InvalidEventSettingError` names a bad one."""
+    return _interval(interval), _max_chars(max_chars), clock
+
+
+DEFAULT_OPTIONS: Final[TextOptions] = (DEFAULT_INTERVAL_SECONDS, DEFAULT_MAX_CHARS, time.monotonic)
+
+
 class TextBuffer:
     """Streamed text waiting to be sent, and the rule for when it is due.
 
@@ -43,10 +64,8 @@ class TextBuffer:
 
     __slots__ = ("_chars", "_clock", "_interval", "_last_sent", "_max_chars", "_pieces", "agent")
 
-    def __init__(self, interval: object, max_chars: object, clock: Callable[[], float]) -> None:
-        self._interval = _interval(interval)
-        self._max_chars = _max_chars(max_chars)
-        self._clock = clock
+    def __init__(self, options: TextOptions) -> None:
+        self._interval, self._max_chars, self._clock = options
         self._pieces: list[str] = []
         self._chars = 0
         self._last_sent = -math.inf

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any
 
 from .context import UserExecutionContext
@@ -30,7 +30,26 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_factory: ExecutionEngineFactory | None = None
+
+class _ConfiguredFactory(ExecutionEngineFactory):
+    """The process-wide factory: awaiting it waits for its predecessor's shutdown.
+
+    So both ``get_execution_engine_factory()`` and ``await get_execution_engine_factory()``
+    work, as they did in the system these names come from.
+    """
+
+    _handover: asyncio.Future[None] | None = None
+
+    def __await__(self) -> Generator[Any, None, ExecutionEngineFactory]:
+        return self._after_handover().__await__()
+
+    async def _after_handover(self) -> ExecutionEngineFactory:
+        if self._handover is not None:  # a predecessor still shutting down
+            await asyncio.shield(self._handover)
+        return self
+
+
+_factory: _ConfiguredFactory | None = None
 _retiring: set[asyncio.Task[None]] = set()
 
 
@@ -44,7 +63,7 @@ def configure_execution_engine_factory(
     configure_execution_engine_factory(...)``) waits for it to finish.
     """
     global _factory
-    new = ExecutionEngineFactory(websocket_bridge, **options)
+    new = _ConfiguredFactory(websocket_bridge, **options)
     old, _factory = _factory, new
     if old is not None:
         new._handover = _retire(old)

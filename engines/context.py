@@ -26,6 +26,8 @@ __all__ = [
     "PLACEHOLDER_IDS",
     "RESERVED_METADATA_KEYS",
     "UserExecutionContext",
+    "check_identifier",
+    "require_identifier",
     "validate_user_context",
 ]
 
@@ -59,8 +61,12 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _check_identifier(value: object) -> str:
-    """Return ``value`` if it is a usable identifier, else raise ``ValueError`` saying why."""
+def check_identifier(value: object) -> str:
+    """Return ``value`` if it is a usable identifier, else raise ``ValueError`` saying why.
+
+    The one identifier rule of the package: the context, the emitter, the bridges and the
+    slot ledgers all accept exactly the ids it accepts.
+    """
     if not isinstance(value, str):
         raise ValueError(f"must be a string, got {type(value).__name__}")  # noqa: TRY004
     if not value.strip():
@@ -74,6 +80,14 @@ def _check_identifier(value: object) -> str:
     if value.lower() in PLACEHOLDER_IDS:
         raise ValueError(f"is a placeholder value ({value!r}), not a real identifier")
     return value
+
+
+def require_identifier(field: str, value: object) -> str:
+    """:func:`check_identifier` for ``field``, raising :class:`InvalidContextError`."""
+    try:
+        return check_identifier(value)
+    except ValueError as exc:
+        raise InvalidContextError(field, str(exc)) from None
 
 
 def _check_metadata(value: object) -> Mapping[str, Any]:
@@ -146,12 +160,12 @@ class UserExecutionContext(BaseModel):
     @field_validator("user_id", "thread_id", "run_id", "request_id", mode="before")
     @classmethod
     def _validate_id(cls, value: object) -> str:
-        return _check_identifier(value)
+        return check_identifier(value)
 
     @field_validator("websocket_client_id", mode="before")
     @classmethod
     def _validate_optional_id(cls, value: object) -> str | None:
-        return None if value is None else _check_identifier(value)
+        return None if value is None else check_identifier(value)
 
     @field_validator("created_at", mode="after")
     @classmethod

@@ -18,9 +18,17 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from ._sanitize import require_identifier, sanitize, truncate_text
-from ._text_stream import DEFAULT_INTERVAL_SECONDS, DEFAULT_MAX_CHARS, TextBuffer
-from .bridge import InvalidWebSocketBridgeError, WebSocketBridge
+from ._text_stream import (
+    DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_MAX_CHARS,
+    DEFAULT_OPTIONS,
+    TextBuffer,
+    TextOptions,
+    text_options,
+)
+from .bridge import WebSocketBridge, require_bridge
+from .context import UserExecutionContext, require_identifier
+from .sanitize import sanitize, truncate_text
 
 __all__ = [
     "DEFAULT_TEXT_DELTA_INTERVAL_SECONDS",
@@ -93,12 +101,6 @@ class _Timestamps:
 _timestamp = _Timestamps()
 
 
-def _require_bridge(bridge: object) -> WebSocketBridge:
-    if bridge is None or not callable(getattr(bridge, "send_to_user", None)):
-        raise InvalidWebSocketBridgeError(bridge)
-    return bridge  # type: ignore[return-value]  # duck-typed: send_to_user is callable
-
-
 def _as_count(reached: object) -> int:
     """The bridge's answer as a connection count; anything but a positive int is 0."""
     if isinstance(reached, bool) or not isinstance(reached, int):
@@ -122,6 +124,7 @@ class UserWebSocketEmitter:
         "_run_id",
         "_sent",
         "_seq",
+        "_text_options",
         "_thread_id",
         "_undelivered",
         "_user_id",
@@ -138,11 +141,44 @@ class UserWebSocketEmitter:
         text_delta_max_chars: int = DEFAULT_TEXT_DELTA_MAX_CHARS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._user_id = require_identifier("user_id", user_id)
-        self._thread_id = require_identifier("thread_id", thread_id)
-        self._run_id = require_identifier("run_id", run_id)
-        self._bridge = _require_bridge(websocket_bridge)
-        self._pending = TextBuffer(text_delta_interval_seconds, text_delta_max_chars, clock)
+        self._bind(
+            require_identifier("user_id", user_id),
+            require_identifier("thread_id", thread_id),
+            require_identifier("run_id", run_id),
+            require_bridge(websocket_bridge),
+            text_options(text_delta_interval_seconds, text_delta_max_chars, clock),
+        )
+
+    @classmethod
+    def for_context(
+        cls, context: UserExecutionContext, websocket_bridge: WebSocketBridge
+    ) -> UserWebSocketEmitter:
+        """The emitter of ``context``'s run. The ids are not checked again: a
+        :class:`UserExecutionContext` is validated when it is built."""
+        emitter = cls.__new__(cls)
+        emitter._bind(
+            context.user_id,
+            context.thread_id,
+            context.run_id,
+            require_bridge(websocket_bridge),
+            DEFAULT_OPTIONS,
+        )
+        return emitter
+
+    def _bind(
+        self,
+        user_id: str,
+        thread_id: str,
+        run_id: str,
+        bridge: WebSocketBridge,
+        text: TextOptions,
+    ) -> None:
+        self._user_id = user_id
+        self._thread_id = thread_id
+        self._run_id = run_id
+        self._bridge = bridge
+        self._text_options = text
+        self._pending: TextBuffer | None = None  # made at the first streamed text
         self._seq = 0
         self._closed = False
         self._sent = 0
@@ -268,15 +304,21 @@ class UserWebSocketEmitter:
         reached, 0 while the text waits."""
         if not delta or self._closed:
             return 0
-        if self._pending and agent_name != self._pending.agent:
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = TextBuffer(self._text_options)
+        elif pending and agent_name != pending.agent:
             await self.flush_text()
-        return await self.flush_text() if self._pending.add(agent_name, delta) else 0
+        return await self.flush_text() if pending.add(agent_name, delta) else 0
 
     async def flush_text(self) -> int:
         """Send the streamed text that waits now, in pieces of at most
         ``text_delta_max_chars``. Other events flush first by themselves."""
-        agent_name, reached = self._pending.agent, 0
-        for piece in self._pending.take() if self._pending else ():
+        pending, reached = self._pending, 0
+        if not pending:
+            return 0
+        agent_name = pending.agent
+        for piece in pending.take():
             reached = await self._emit("agent_text_delta", agent_name, {"delta": _text(piece)})
         return reached
 
@@ -284,7 +326,8 @@ class UserWebSocketEmitter:
         """Stop sending; later ``notify_*`` calls send nothing and return 0. Text still
         waiting is dropped. Idempotent."""
         self._closed = True
-        self._pending.clear()
+        if self._pending is not None:
+            self._pending.clear()
 
     async def _emit(self, event_type: str, agent_name: str, data: dict[str, object]) -> int:
         if self._closed:

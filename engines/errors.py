@@ -6,17 +6,28 @@ from enginescope.errors import EngineScopeError
 
 __all__ = [
     "AgentNotFoundError",
+    "BridgeClosedError",
+    "BridgeConfigError",
+    "ConnectionLimitError",
     "EngineBusyError",
     "EngineClosedError",
     "EngineScopeError",
     "ExecutionEngineFactoryError",
+    "FactoryBridgeError",
+    "FactoryCapacityError",
+    "FactoryConfigError",
     "FactoryNotConfiguredError",
     "FactoryShutdownError",
     "FrameworkNotInstalledError",
     "InvalidContextError",
     "InvalidEventSettingError",
+    "InvalidResumeTokenError",
+    "InvalidSettingError",
+    "InvalidSocketError",
+    "InvalidWebSocketBridgeError",
     "SlotLedgerUnavailableError",
     "UserEngineLimitError",
+    "WebSocketBridgeError",
 ]
 
 
@@ -32,8 +43,26 @@ class InvalidContextError(EngineScopeError, ValueError):
         )
 
 
+class InvalidSettingError(EngineScopeError, ValueError):
+    """A setting of a component is out of range; ``field`` names it."""
+
+    def __init__(self, field: str, value: object, expected: str, owner: str = "") -> None:
+        self.field = field
+        self.value = value
+        self.expected = expected
+        where = f"{owner} " if owner else ""
+        super().__init__(f"{where}{field} must be {expected}, got {value!r}; pass {field} > 0.")
+
+
 class ExecutionEngineFactoryError(EngineScopeError):
     """The execution engine factory could not do what was asked."""
+
+
+class FactoryConfigError(ExecutionEngineFactoryError, InvalidSettingError):
+    """An :class:`ExecutionEngineFactory` setting is out of range."""
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        InvalidSettingError.__init__(self, field, value, expected, "ExecutionEngineFactory")
 
 
 class UserEngineLimitError(ExecutionEngineFactoryError):
@@ -46,6 +75,18 @@ class UserEngineLimitError(ExecutionEngineFactoryError):
         super().__init__(
             f"User {user_id!r} already has {active} active engines ({active}/{limit}); "
             "close one or raise max_engines_per_user."
+        )
+
+
+class FactoryCapacityError(ExecutionEngineFactoryError, RuntimeError):
+    """The factory already holds ``limit`` live engines, across all users."""
+
+    def __init__(self, active: int, limit: int) -> None:
+        self.active = active
+        self.limit = limit
+        super().__init__(
+            f"The ExecutionEngineFactory already holds {active} live engines ({active}/{limit}); "
+            "retry later, or raise max_engines if the server can carry more."
         )
 
 
@@ -120,13 +161,95 @@ class SlotLedgerUnavailableError(ExecutionEngineFactoryError):
         )
 
 
-class InvalidEventSettingError(EngineScopeError, ValueError):
-    """An event setting (such as the text-delta coalescing) has a value it cannot take."""
+class WebSocketBridgeError(EngineScopeError):
+    """A WebSocket bridge could not do what was asked."""
+
+
+class BridgeConfigError(WebSocketBridgeError, InvalidSettingError):
+    """A bridge setting is out of range; ``field`` names it."""
+
+    def __init__(
+        self,
+        field: str,
+        value: object,
+        expected: str = "a positive number",
+        owner: str = "AgentWebSocketBridge",
+    ) -> None:
+        InvalidSettingError.__init__(self, field, value, expected, owner)
+
+
+class BridgeClosedError(WebSocketBridgeError, RuntimeError):
+    """The bridge was closed and accepts no new connections."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Cannot register a connection: the bridge is closed; "
+            "build a new bridge (or register before shutdown)."
+        )
+
+
+class ConnectionLimitError(WebSocketBridgeError, RuntimeError):
+    """A user already holds ``limit`` open connections on this bridge."""
+
+    def __init__(self, user_id: str, limit: int) -> None:
+        self.user_id = user_id
+        self.limit = limit
+        super().__init__(
+            f"User {user_id!r} already has {limit} open connections ({limit}/{limit}); "
+            "close one or raise max_connections_per_user."
+        )
+
+
+class InvalidSocketError(WebSocketBridgeError, TypeError):
+    """The object given as a socket has no ``send_json`` method."""
+
+    def __init__(self, socket: object) -> None:
+        self.socket = socket
+        super().__init__(
+            f"Cannot register {type(socket).__name__} as a socket: it has no "
+            "'async send_json(data)' method; pass a Starlette WebSocket or a SocketLike."
+        )
+
+
+class InvalidWebSocketBridgeError(WebSocketBridgeError, TypeError):
+    """A ``websocket_bridge`` argument is missing or has no ``send_to_user`` method."""
+
+    def __init__(self, bridge: object, field: str = "websocket_bridge") -> None:
+        self.field = field
+        self.bridge = bridge
+        what = "is missing (None)" if bridge is None else f"{type(bridge).__name__} has no"
+        super().__init__(
+            f"Invalid {field!r}: {what} 'async send_to_user(user_id, event)' method; "
+            "pass an AgentWebSocketBridge or another WebSocketBridge."
+        )
+
+
+class InvalidResumeTokenError(WebSocketBridgeError, ValueError):
+    """A ``resume_from`` value is malformed (or the bridge cannot resume)."""
 
     def __init__(self, field: str, value: object, expected: str) -> None:
         self.field = field
         self.value = value
-        super().__init__(f"{field} must be {expected}, got {value!r}.")
+        super().__init__(
+            f"Invalid {field}={value!r}: expected {expected}; pass the value from the last "
+            "event the client received, or nothing to receive only new events."
+        )
+
+
+class FactoryBridgeError(ExecutionEngineFactoryError, InvalidWebSocketBridgeError):
+    """The factory was given no usable ``websocket_bridge``."""
+
+
+class InvalidEventSettingError(InvalidSettingError):
+    """An emitter setting (the text-delta coalescing) is out of range; ``field`` names it."""
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        self.field = field
+        self.value = value
+        self.expected = expected
+        EngineScopeError.__init__(
+            self, f"UserWebSocketEmitter {field} must be {expected}, got {value!r}."
+        )
 
 
 class FrameworkNotInstalledError(EngineScopeError, ImportError):

@@ -7,20 +7,24 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ._lifecycle import BackgroundLoop, Backoff, check_positive
 from .agents import AgentRegistry
+from .bridge import require_bridge
 from .context import UserExecutionContext, validate_user_context
 from .emitter import UserWebSocketEmitter
 from .engine import DEFAULT_MAX_CONCURRENT_RUNS, UserExecutionEngine, new_engine_id
 from .errors import (
-    ExecutionEngineFactoryError,
+    FactoryBridgeError,
+    FactoryCapacityError,
+    FactoryConfigError,
     FactoryShutdownError,
     UserEngineLimitError,
 )
-from .slots import InMemorySlotLedger, SlotLedger
+from .slots import ImmediateSlotLedger, InMemorySlotLedger, SlotLedger
 
 if TYPE_CHECKING:
     from .bridge import WebSocketBridge
@@ -38,15 +42,21 @@ _COUNTERS = (
     "cleanup_errors",
     "timeout_cleanups",
     "user_limit_rejections",
+    "capacity_rejections",
     "reaper_errors",
 )
+DEFAULT_MAX_ENGINES = 10_000
 
 
 def _positive(name: str, value: float, *, integer: bool = False) -> None:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:  # NaN too
-        what = "a positive integer" if integer else "a positive number"
-        raise ExecutionEngineFactoryError(f"{name} must be {what}, got {value!r}.")
+    check_positive(name, value, integer=integer, error=FactoryConfigError)
+
+
+def _immediate(ledger: SlotLedger) -> ImmediateSlotLedger | None:
+    """``ledger`` if it says it answers synchronously (see :class:`SlotLedger`)."""
+    if getattr(ledger, "immediate", False) is True and isinstance(ledger, ImmediateSlotLedger):
+        return ledger
+    return None
 
 
 class ExecutionEngineFactory:
@@ -66,6 +76,7 @@ class ExecutionEngineFactory:
         redis_manager: Any = None,
         agent_registry: AgentRegistry | None = None,
         max_engines_per_user: int = 2,
+        max_engines: int | None = DEFAULT_MAX_ENGINES,
         engine_timeout_seconds: float = 300,
         cleanup_interval_seconds: float = 60,
         shutdown_timeout_seconds: float = 10,
@@ -76,43 +87,45 @@ class ExecutionEngineFactory:
         engine_class: type[UserExecutionEngine] = UserExecutionEngine,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if websocket_bridge is None or not callable(
-            getattr(websocket_bridge, "send_to_user", None)
-        ):
-            raise ExecutionEngineFactoryError(
-                "ExecutionEngineFactory needs a websocket_bridge with an async "
-                f"send_to_user(user_id, event), got {websocket_bridge!r}; pass an "
-                "AgentWebSocketBridge (or your own bridge) so agents can reach their users."
-            )
+        bridge = require_bridge(websocket_bridge, error=FactoryBridgeError)
         _positive("max_engines_per_user", max_engines_per_user, integer=True)
+        if max_engines is not None:
+            _positive("max_engines", max_engines, integer=True)
         _positive("max_concurrent_runs", max_concurrent_runs, integer=True)
         _positive("engine_timeout_seconds", engine_timeout_seconds)
         _positive("cleanup_interval_seconds", cleanup_interval_seconds)
         _positive("shutdown_timeout_seconds", shutdown_timeout_seconds)
         if agent_timeout_seconds is not None:
             _positive("agent_timeout_seconds", agent_timeout_seconds)
-        self.websocket_bridge = websocket_bridge
+        self.websocket_bridge = bridge
         self.database_session_manager = database_session_manager
         self.redis_manager = redis_manager
         self.agent_registry = agent_registry if agent_registry is not None else AgentRegistry()
         self.max_engines_per_user = max_engines_per_user
+        self.max_engines = max_engines
         self.engine_timeout_seconds = engine_timeout_seconds
         self.cleanup_interval_seconds = cleanup_interval_seconds
         self.shutdown_timeout_seconds = shutdown_timeout_seconds
         self.agent_timeout_seconds = agent_timeout_seconds
         self.max_concurrent_runs = max_concurrent_runs
         self.slot_ledger: SlotLedger = slot_ledger or InMemorySlotLedger()
-        self._emitter_factory: EmitterFactory = emitter_factory or UserWebSocketEmitter
+        self._immediate_ledger = _immediate(self.slot_ledger)
+        self._emitter_factory = emitter_factory
         self._engine_class = engine_class
         self._clock = clock
         self._engines: OrderedDict[str, UserExecutionEngine] = OrderedDict()
         self._by_user: dict[str, dict[str, UserExecutionEngine]] = {}
         self._counters = dict.fromkeys(_COUNTERS, 0)
-        self._reaper: asyncio.Task[None] | None = None
+        self._admitting = 0
+        self._reaper = BackgroundLoop(
+            "enginescope-reaper",
+            self._sweep_after_interval,
+            on_error=self._reaper_failed,
+            backoff=Backoff(base=0.05, cap=cleanup_interval_seconds),
+        )
         self._closing = False
         self._shutdown_done: asyncio.Event | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
-        self._handover: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         state = "shut down" if self._closing else "open"
@@ -120,15 +133,6 @@ class ExecutionEngineFactory:
             f"<ExecutionEngineFactory engines={len(self._engines)} users={len(self._by_user)} "
             f"limit={self.max_engines_per_user} {state}>"
         )
-
-    def __await__(self) -> Generator[Any, None, ExecutionEngineFactory]:
-        """Awaiting a factory returns it, so ``await get_execution_engine_factory()`` works."""
-        return self._itself().__await__()
-
-    async def _itself(self) -> ExecutionEngineFactory:
-        if self._handover is not None:  # a predecessor still shutting down
-            await asyncio.shield(self._handover)
-        return self
 
     @property
     def is_shutdown(self) -> bool:
@@ -151,8 +155,12 @@ class ExecutionEngineFactory:
         except Exception:
             self._counters["creation_errors"] += 1
             raise
+        self._check_capacity()
         engine_id = new_engine_id()
-        await self._acquire_slot(ctx.user_id, engine_id)
+        if self._immediate_ledger is not None:
+            self._take_slot_now(self._immediate_ledger, ctx.user_id, engine_id)
+        else:
+            await self._acquire_slot(ctx.user_id, engine_id)
         try:
             engine = self._build_engine(ctx, engine_id)
         except BaseException:
@@ -166,7 +174,27 @@ class ExecutionEngineFactory:
     create_execution_engine = create_for_user
     """Compatibility name for :meth:`create_for_user`."""
 
+    def _check_capacity(self) -> None:
+        """Refuse a new engine when the factory already holds ``max_engines``.
+
+        Counted with the slots being taken right now, so concurrent creators cannot
+        overshoot the cap while a shared ledger answers.
+        """
+        if (
+            self.max_engines is not None
+            and len(self._engines) + self._admitting >= self.max_engines
+        ):
+            self._counters["capacity_rejections"] += 1
+            raise FactoryCapacityError(len(self._engines) + self._admitting, self.max_engines)
+
     async def _acquire_slot(self, user_id: str, engine_id: str) -> None:
+        """Take ``user_id``'s slot; on any failure after asking the ledger, give it back.
+
+        A ledger may take the slot and then be interrupted (a cancelled caller, an error
+        after its write); ``release`` is idempotent, so releasing on every failure path
+        can never leak a slot nor free somebody else's.
+        """
+        self._admitting += 1
         try:
             await self.slot_ledger.acquire(user_id, engine_id, self.max_engines_per_user)
         except UserEngineLimitError:
@@ -174,15 +202,33 @@ class ExecutionEngineFactory:
             raise
         except BaseException:
             self._counters["creation_errors"] += 1
+            await self._release_slot(user_id, engine_id)
             raise
+        finally:
+            self._admitting -= 1
         if self._closing:  # shutdown began while a shared ledger was answering
-            await self.slot_ledger.release(user_id, engine_id)
+            await self._release_slot(user_id, engine_id)
             raise FactoryShutdownError
 
+    def _take_slot_now(self, ledger: ImmediateSlotLedger, user_id: str, engine_id: str) -> None:
+        """:meth:`_acquire_slot` for a ledger that answers synchronously."""
+        try:
+            ledger.acquire_nowait(user_id, engine_id, self.max_engines_per_user)
+        except UserEngineLimitError:
+            self._counters["user_limit_rejections"] += 1
+            raise
+        except BaseException:
+            self._counters["creation_errors"] += 1
+            ledger.release_nowait(user_id, engine_id)
+            raise
+
     def _build_engine(self, ctx: UserExecutionContext, engine_id: str) -> UserExecutionEngine:
-        emitter = self._emitter_factory(
-            ctx.user_id, ctx.thread_id, ctx.run_id, self.websocket_bridge
-        )
+        if self._emitter_factory is None:
+            emitter = UserWebSocketEmitter.for_context(ctx, self.websocket_bridge)
+        else:
+            emitter = self._emitter_factory(
+                ctx.user_id, ctx.thread_id, ctx.run_id, self.websocket_bridge
+            )
         return self._engine_class(
             ctx,
             emitter,
@@ -239,26 +285,57 @@ class ExecutionEngineFactory:
             await self._on_engine_closed(engine)
 
     async def _on_engine_closed(self, engine: UserExecutionEngine) -> None:
-        """Remove ``engine`` and give its slot back; a no-op if it is already gone."""
-        if self._engines.pop(engine.engine_id, None) is None:
+        """Remove ``engine``, silence it and give its slot back; a no-op if already gone.
+
+        The emitter is closed here too: an engine whose cleanup was cut short (the shutdown
+        deadline) may still have a run that swallowed its cancellation, and a removed
+        engine must reach nobody.
+        """
+        if not self._deregister(engine):
             return
+        try:
+            if getattr(engine.websocket_emitter, "is_closed", False) is not True:
+                await self._silence(engine)
+        finally:
+            if self._immediate_ledger is not None:
+                self._immediate_ledger.release_nowait(engine.context.user_id, engine.engine_id)
+            else:
+                await self._release_slot(engine.context.user_id, engine.engine_id)
+
+    def _deregister(self, engine: UserExecutionEngine) -> bool:
+        """Drop ``engine`` from the registry and the user's index; ``False`` if absent."""
+        if self._engines.pop(engine.engine_id, None) is None:
+            return False
         user_id = engine.context.user_id
         user = self._by_user[user_id]
         del user[engine.engine_id]
         if not user:
             del self._by_user[user_id]
         self._counters["total_engines_cleaned"] += 1
-        await self._release_slot(user_id, engine.engine_id)
+        return True
+
+    @staticmethod
+    async def _silence(engine: UserExecutionEngine) -> None:
+        """Close the engine's emitter (its cleanup did not); a failure here repeats one
+        that the engine's cleanup already reported, so it is logged at DEBUG only."""
+        try:
+            await engine.websocket_emitter.close()
+        except Exception:
+            logger.debug(
+                "closing a removed engine's emitter failed",
+                exc_info=True,
+                extra={"engine_id": engine.engine_id, "user_id": engine.context.user_id},
+            )
 
     async def _release_slot(self, user_id: str, slot_id: str) -> None:
         """Give a slot back; shielded, so a caller cancelled while a shared ledger answers
         does not leave the slot taken by an engine that is already unregistered.
 
-        The in-memory ledger answers without suspending, so it needs no shield (and no
+        A ledger that answers without suspending (``immediate``) needs no shield (and no
         task): its slot is released synchronously.
         """
-        if type(self.slot_ledger) is InMemorySlotLedger:  # not a subclass: those may await
-            self.slot_ledger.release_nowait(user_id, slot_id)
+        if self._immediate_ledger is not None:
+            self._immediate_ledger.release_nowait(user_id, slot_id)
             return
         await asyncio.shield(self.slot_ledger.release(user_id, slot_id))
 
@@ -272,17 +349,16 @@ class ExecutionEngineFactory:
     # -- the reaper ------------------------------------------------------------------
 
     def _ensure_reaper(self) -> None:
-        if self._reaper is None or self._reaper.done():
-            self._reaper = asyncio.create_task(self._reap_forever(), name="enginescope-reaper")
+        if not self._closing:
+            self._reaper.start()
 
-    async def _reap_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.cleanup_interval_seconds)
-            try:
-                await self.reap_expired()
-            except Exception:
-                self._counters["reaper_errors"] += 1
-                logger.exception("engine reaper sweep failed; it will retry")
+    async def _sweep_after_interval(self) -> None:
+        await asyncio.sleep(self.cleanup_interval_seconds)
+        await self.reap_expired()
+
+    def _reaper_failed(self, error: BaseException, backoff: Backoff) -> None:
+        self._counters["reaper_errors"] += 1
+        logger.error("engine reaper sweep failed; it will retry", exc_info=error)
 
     async def reap_expired(self) -> int:
         """Close engines older than ``engine_timeout_seconds``; returns how many.
@@ -313,7 +389,8 @@ class ExecutionEngineFactory:
             "max_engines_per_user": self.max_engines_per_user,
             "engine_timeout_seconds": self.engine_timeout_seconds,
             "cleanup_interval": self.cleanup_interval_seconds,
-            "cleanup_task_running": self._reaper is not None and not self._reaper.done(),
+            "cleanup_task_running": self._reaper.running,
+            "max_engines": self.max_engines,
             "is_shutdown": self._closing,
             "timestamp": datetime.now(UTC).isoformat(),
         }
@@ -375,10 +452,7 @@ class ExecutionEngineFactory:
     """Compatibility name for :meth:`shutdown`."""
 
     async def _stop_reaper(self) -> None:
-        reaper, self._reaper = self._reaper, None
-        if reaper is not None:
-            reaper.cancel()
-            await asyncio.wait((reaper,))
+        await self._reaper.aclose()
 
     async def _close_all_engines(self) -> None:
         engines = tuple(self._engines.values())

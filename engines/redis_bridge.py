@@ -42,12 +42,11 @@ from ._redis import (
     stream_entries,
     text,
 )
-from .bridge import (
-    AgentWebSocketBridge,
+from .bridge import AgentWebSocketBridge, Connection, SocketLike
+from .errors import (
     BridgeClosedError,
     BridgeConfigError,
-    Connection,
-    SocketLike,
+    InvalidResumeTokenError,
     WebSocketBridgeError,
 )
 
@@ -62,18 +61,6 @@ _START: Final[StreamId] = (0, 0)
 _STREAM_ID: Final = re.compile(r"\A(\d+)-(\d+)\Z")
 _FIELD: Final = "event"
 _SCAN_PAGE: Final = 200  # entries per XREVRANGE page when looking up last_seen
-
-
-class InvalidResumeTokenError(WebSocketBridgeError, ValueError):
-    """A ``resume_from`` or ``last_seen`` value is malformed."""
-
-    def __init__(self, field: str, value: object, expected: str) -> None:
-        self.field = field
-        self.value = value
-        super().__init__(
-            f"Invalid {field}={value!r}: expected {expected}; pass the value from the last "
-            "event the client received, or nothing to receive only new events."
-        )
 
 
 def parse_stream_id(value: str) -> StreamId:
@@ -247,6 +234,11 @@ class RedisWebSocketBridge:
     def local(self) -> AgentWebSocketBridge:
         """The in-process bridge that owns this replica's sockets."""
         return self._local
+
+    @property
+    def resumable(self) -> bool:
+        """``True``: a client can resume from the ``stream_id`` of its last event."""
+        return True
 
     @property
     def url(self) -> str:

@@ -123,6 +123,9 @@ class RedisSlotLedger:
     every ``heartbeat_interval_seconds`` (default: a third of the TTL).
     """
 
+    immediate = False
+    """Every call is a round trip to Redis (see :class:`~enginescope.engines.slots.SlotLedger`)."""
+
     def __init__(
         self,
         client: aioredis.Redis | str,

@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 
 from .errors import UserEngineLimitError
 
-__all__ = ["InMemorySlotLedger", "SlotLedger"]
+__all__ = ["ImmediateSlotLedger", "InMemorySlotLedger", "SlotLedger"]
 
 
 @runtime_checkable
@@ -14,15 +14,38 @@ class SlotLedger(Protocol):
     """Admits or refuses a user's engines.
 
     ``acquire`` either records ``slot_id`` for ``user_id`` and returns the user's active
-    count, or raises :class:`UserEngineLimitError`. ``release`` is idempotent. The
-    in-memory ledger serves one process; a shared ledger (Redis) serves several replicas.
+    count, or raises :class:`UserEngineLimitError`. ``release`` is idempotent: releasing a
+    slot that is not held (never taken, already released, or taken by a cancelled
+    ``acquire``) is a no-op that returns ``False``, so a caller may release on every failure
+    path after calling ``acquire``. The in-memory ledger serves one process; a shared ledger
+    (Redis) serves several replicas.
+
+    ``immediate`` says whether the ledger answers without waiting: when it is ``True``,
+    ``acquire_nowait`` and ``release_nowait`` do what ``acquire`` and ``release`` do,
+    synchronously (it is an :class:`ImmediateSlotLedger`), and the factory uses them. A
+    ledger that may suspend says ``False`` (a ledger without the attribute counts as
+    ``False``).
     """
+
+    @property
+    def immediate(self) -> bool:
+        """Whether ``acquire_nowait``/``release_nowait`` answer synchronously."""
+        ...
 
     async def acquire(self, user_id: str, slot_id: str, limit: int) -> int: ...
 
     async def release(self, user_id: str, slot_id: str) -> bool: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ImmediateSlotLedger(SlotLedger, Protocol):
+    """A :class:`SlotLedger` whose ``immediate`` is ``True``: it also answers synchronously."""
+
+    def acquire_nowait(self, user_id: str, slot_id: str, limit: int) -> int: ...
+
+    def release_nowait(self, user_id: str, slot_id: str) -> bool: ...
 
 
 class InMemorySlotLedger:
@@ -33,6 +56,9 @@ class InMemorySlotLedger:
     """
 
     __slots__ = ("_slots",)
+
+    immediate = True
+    """Every call answers synchronously (see :class:`SlotLedger`)."""
 
     def __init__(self) -> None:
         self._slots: dict[str, set[str]] = {}

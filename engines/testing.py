@@ -1,4 +1,5 @@
-"""Recording fakes for tests: a :class:`RecordingBridge` and a :class:`FakeSocket`.
+"""Recording fakes for tests: a :class:`RecordingBridge` and a :class:`FakeSocket`; and
+:func:`demo_agent`, a deterministic agent (no network, no model) for tests and demos.
 
 They record what they were asked to do, so a test can assert on it::
 
@@ -12,10 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
+from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["FakeSocket", "RecordingBridge"]
+from .bridge import AgentWebSocketBridge
+
+if TYPE_CHECKING:
+    from .agents import AgentRun
+    from .bridge import SocketLike
+    from .connection import Connection
+
+__all__ = ["DEMO_AGENT_NAME", "FakeSocket", "RecordingBridge", "demo_agent", "word_statistics"]
 
 
 def _snapshot(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -27,10 +37,14 @@ def _snapshot(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class RecordingBridge:
-    """A :class:`~enginescope.engines.bridge.WebSocketBridge` that records every event.
+    """A :class:`~enginescope.engines.bridge.ConnectionBridge` that records every event.
 
-    ``connections`` is what ``send_to_user`` reports (set it to 0 for "user offline", or
-    per user with :meth:`set_connections`); :meth:`fail_with` makes every send raise.
+    ``connections`` is what ``send_to_user`` reports for a user with no registered socket
+    (set it to 0 for "user offline", or per user with :meth:`set_connections`);
+    :meth:`fail_with` makes every send raise. Sockets registered with
+    :meth:`register_connection` (the ``WebSocketGateway`` does) also receive the events,
+    through an in-process :class:`AgentWebSocketBridge`, so a ``TestClient`` WebSocket test
+    sees them on the socket as well as in :attr:`events`.
     """
 
     def __init__(self, *, connections: int = 1, fail_with: BaseException | None = None) -> None:
@@ -40,19 +54,62 @@ class RecordingBridge:
         self._failure = fail_with
         self._per_user: dict[str, int] = {}
         self._recorded = asyncio.Event()
+        self._local = AgentWebSocketBridge()
 
     def __repr__(self) -> str:
         users = len({user_id for user_id, _ in self.events})
-        return f"<RecordingBridge events={len(self.events)} users={users}>"
+        sockets = self._local.connection_count()
+        registered = f" sockets={sockets}" if sockets else ""
+        return f"<RecordingBridge events={len(self.events)} users={users}{registered}>"
+
+    @property
+    def resumable(self) -> bool:
+        """``False``: nothing is replayed to a socket that reconnects."""
+        return False
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called (registering then fails)."""
+        return self._local.closed
 
     async def send_to_user(self, user_id: str, event: Mapping[str, Any]) -> int:
-        """Record ``(user_id, event)`` and report the configured connection count."""
+        """Record ``(user_id, event)`` and deliver it to the user's registered sockets.
+
+        Returns how many sockets it reached, or the configured connection count when the
+        user has none registered.
+        """
         self.attempts += 1
         if self._failure is not None:
             raise self._failure
         self.events.append((user_id, _snapshot(event)))
         self._recorded.set()
+        if self._local.connection_count(user_id):
+            return await self._local.send_to_user(user_id, event)
         return self._per_user.get(user_id, self.connections)
+
+    def register_connection(self, user_id: str, socket: SocketLike) -> Connection:
+        """Register ``socket`` for ``user_id``: later events are sent to it too."""
+        return self._local.register_connection(user_id, socket)
+
+    def unregister_connection(self, connection: Connection | None) -> None:
+        """Unregister ``connection``; unknown or ``None`` is a no-op."""
+        self._local.unregister_connection(connection)
+
+    def connection_count(self, user_id: str | None = None) -> int:
+        """Registered sockets of ``user_id``, or of everybody."""
+        return self._local.connection_count(user_id)
+
+    async def flush(self, user_id: str | None = None) -> None:
+        """Wait until every event queued to a registered socket has been sent."""
+        await self._local.flush(user_id)
+
+    def get_metrics(self) -> dict[str, int]:
+        """The delivery counters of the registered sockets, plus ``events_recorded``."""
+        return {**self._local.get_metrics(), "events_recorded": len(self.events)}
+
+    async def aclose(self) -> None:
+        """Unregister every socket and stop their senders; the record is kept. Idempotent."""
+        await self._local.aclose()
 
     def fail_with(self, error: BaseException | None = None) -> None:
         """Make later sends raise ``error`` (a ``ConnectionError`` by default)."""
@@ -165,3 +222,27 @@ class FakeSocket:
     def types(self) -> list[str]:
         """The ``type`` of each message received, oldest first."""
         return [str(message.get("type")) for message in self.messages if isinstance(message, dict)]
+
+
+DEMO_AGENT_NAME = "demo"
+_WORD = re.compile(r"[\w']+")
+
+
+def word_statistics(text: str) -> dict[str, Any]:
+    """Count the words of ``text`` and name the most common ones."""
+    words = [word.lower() for word in _WORD.findall(text)]
+    return {
+        "words": len(words),
+        "unique_words": len(set(words)),
+        "characters": len(text),
+        "most_common": [word for word, _ in Counter(words).most_common(3)],
+    }
+
+
+async def demo_agent(run: AgentRun) -> str:
+    """Think once, use one tool and reply: exactly five events per run."""
+    await run.think(f"Reading your message of {len(run.message)} characters.")
+    stats = await run.use_tool("word_statistics", word_statistics, text=run.message)
+    words, unique = stats["words"], stats["unique_words"]
+    plural = "" if words == 1 else "s"
+    return f"Your message has {words} word{plural} ({unique} unique)."

@@ -17,8 +17,8 @@ from enginescope.engines import (
     AgentWebSocketBridge,
     ExecutionEngineFactory,
     UserExecutionContext,
-    demo_agent,
 )
+from enginescope.engines.testing import demo_agent
 
 MESSAGES = {
     "alice": "How many words are in this short sentence?",

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from enginescope.engines import Agent, AgentRun
-from enginescope.engines.demo import word_statistics
+from enginescope.engines.testing import word_statistics
 
 __all__ = [
     "AGENT_NAME",

@@ -18,11 +18,9 @@ from enginescope.engines import (
     UserExecutionContext,
     UserExecutionEngine,
     UserWebSocketEmitter,
-    demo_agent,
     inline_tool,
 )
-from enginescope.engines.demo import word_statistics
-from enginescope.engines.testing import RecordingBridge
+from enginescope.engines.testing import RecordingBridge, demo_agent, word_statistics
 
 from tests.conftest import FakeClock
 

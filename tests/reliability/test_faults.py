@@ -19,10 +19,9 @@ from enginescope.engines import (
     UserExecutionContext,
     UserExecutionEngine,
     UserWebSocketEmitter,
-    demo_agent,
 )
 from enginescope.engines.bridge import TRY_AGAIN_LATER, BridgeConfigError
-from enginescope.engines.testing import FakeSocket, RecordingBridge
+from enginescope.engines.testing import FakeSocket, RecordingBridge, demo_agent
 
 from tests.reliability.conftest import LoopGuard
 from tests.reliability.fakes import FakeClock

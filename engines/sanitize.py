@@ -1,6 +1,7 @@
 """Input hygiene for events: JSON-ready, bounded copies with secrets redacted.
 
-Not API: :func:`enginescope.engines.emitter.sanitize` is the public name.
+:func:`sanitize` is what the emitter applies to every tool parameter, tool result and step;
+apps may call it on anything they send to a client themselves.
 """
 
 from __future__ import annotations
@@ -19,15 +20,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .errors import InvalidContextError
-
 __all__ = [
     "CYCLE",
     "MAX_DEPTH",
     "REDACTED",
     "SECRET_KEY_PARTS",
     "looks_secret",
-    "require_identifier",
     "sanitize",
     "truncate_text",
 ]
@@ -267,12 +265,3 @@ def sanitize(
         return _Sanitizer(max_string, max_items, max_depth).convert(value, 0)
     except Exception:  # noqa: BLE001 - e.g. a bad limit; sanitising must never raise
         return UNSANITISABLE
-
-
-def require_identifier(field: str, value: object) -> str:
-    """Return ``value`` if it is a non-blank string, else raise ``InvalidContextError``."""
-    if not isinstance(value, str):
-        raise InvalidContextError(field, f"must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise InvalidContextError(field, "must not be empty or blank")
-    return value
