@@ -62,10 +62,25 @@ async def close_code(socket: ClientConnection, timeout: float = 10.0) -> int:
 
 
 def by_run(events: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each run's event types, but its streamed text (see :func:`streamed_text`)."""
     runs: dict[str, list[str]] = {}
     for event in events:
-        runs.setdefault(event["run_id"], []).append(event["type"])
+        if event["type"] != "agent_text_delta":
+            runs.setdefault(event["run_id"], []).append(event["type"])
     return runs
+
+
+def streamed_text(events: list[dict[str, Any]]) -> dict[str, tuple[str, Any]]:
+    """Each completed run's joined text deltas and its result."""
+    text: dict[str, str] = {}
+    for event in events:
+        if event["type"] == "agent_text_delta":
+            text[event["run_id"]] = text.get(event["run_id"], "") + event["data"]["delta"]
+    return {
+        event["run_id"]: (text.get(event["run_id"], ""), event["data"]["result"])
+        for event in events
+        if event["type"] == "agent_completed"
+    }
 
 
 class TestTwoUsers:
@@ -85,6 +100,8 @@ class TestTwoUsers:
             )
         for events, session in ((alice_events, alice_session), (bob_events, bob_session)):
             assert [FIVE, FIVE] == list(by_run(events).values())
+            for streamed, result in streamed_text(events).values():
+                assert result == streamed
             assert {session["user_id"]} == {event["user_id"] for event in events}
             assert {session["thread_id"]} == {event["thread_id"] for event in events}
         assert not set(by_run(alice_events)) & set(by_run(bob_events))
