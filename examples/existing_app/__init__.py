@@ -1,0 +1,7 @@
+"""A small task tracker built the dependency-injector way: FastAPI, SQLAlchemy on SQLite.
+
+``Configuration`` holds the settings, the database is a Singleton, repositories and
+services are Factories, endpoints get them through ``@inject`` / ``Provide`` wiring, and
+the tests swap them with ``container.<provider>.override(...)``. Run it with
+``uvicorn --factory examples.existing_app.application:create_app``.
+"""
