@@ -1,6 +1,7 @@
 """Bad input at the example app (Starlette TestClient against the app object): bad tokens,
 oversize frames, malformed JSON, unknown message types, and a client naming a user, run or
-thread that is not theirs are each refused clearly, and another user is not affected."""
+thread that is not theirs are each refused clearly, and another user is not affected;
+one client cannot log in or send messages without bound."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from dependency_injector import providers
 from enginescope.containers.fastapi import MESSAGE_TOO_BIG, POLICY_VIOLATION
+from fastapi import FastAPI
 from starlette.testclient import TestClient, WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
@@ -222,3 +225,74 @@ class TestIdentity:
             assert [("error", "unknown_thread")] == [(e["type"], e.get("code")) for e in error]
         socket.__exit__(None, None, None)
         assert_bob_unaffected(bob)
+
+
+class FrozenClock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def capped_app(clock: FrozenClock, **settings: Any) -> FastAPI:
+    container = ChatContainer()
+    container.settings.override(ChatSettings(secret=SECRET, tool_delay_seconds=0, **settings))
+    container.clock.override(providers.Object(clock))
+    return create_app(container)
+
+
+def first_frame_session(client: TestClient, token: str) -> WebSocketTestSession:
+    socket = client.websocket_connect("/ws").__enter__()
+    socket.send_json({"type": "auth", "token": token})
+    assert "session" == socket.receive_json()["type"]
+    return socket
+
+
+class TestCaps:
+    def test_logins_are_rate_limited_per_client_address(self) -> None:
+        """Three logins a minute: the fourth from one address is a 429 with Retry-After,
+        another address still logs in, and the first may again once time has passed."""
+        clock = FrozenClock()
+        app = capped_app(clock, login_attempts_per_minute=3)
+        with (
+            TestClient(app, client=("10.0.0.1", 1)) as one,
+            TestClient(app, client=("10.0.0.2", 1)) as other,
+        ):
+            statuses = [one.post("/login", json={"name": "Eve"}).status_code for _ in range(4)]
+            refused = one.post("/login", json={"name": "Eve"})
+            other_status = other.post("/login", json={"name": "Ann"}).status_code
+            clock.now += 20  # one attempt back (3 a minute)
+            later = one.post("/login", json={"name": "Eve"}).status_code
+        assert [200, 200, 200, 429] == statuses
+        assert (429, "20") == (refused.status_code, refused.headers["retry-after"])
+        assert (200, 200) == (other_status, later)
+
+    def test_messages_over_the_bound_get_an_error_event_and_the_socket_stays_usable(
+        self,
+    ) -> None:
+        """Three frames a second: the auth frame and two pings pass, the next two get
+        rate_limited error events; a second later the same socket is answered again,
+        and another socket of the same user was never limited."""
+        clock = FrozenClock()
+        with TestClient(capped_app(clock, max_messages_per_second=3)) as client:
+            token = login(client, "Flo")["token"]
+            socket = first_frame_session(client, token)
+            for _ in range(4):
+                socket.send_json({"type": "ping"})
+            replies = [socket.receive_json() for _ in range(4)]
+            other = first_frame_session(client, token)
+            other.send_json({"type": "ping"})
+            other_reply = other.receive_json()
+            clock.now += 1
+            socket.send_json({"type": "ping"})
+            after = socket.receive_json()
+            socket.__exit__(None, None, None)
+            other.__exit__(None, None, None)
+        assert ["pong", "pong", "rate_limited", "rate_limited"] == [
+            reply.get("code", reply["type"]) for reply in replies
+        ]
+        assert replies[2]["retry_after_seconds"] > 0
+        assert ("pong", "pong") == (other_reply["type"], after["type"])
