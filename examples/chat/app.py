@@ -98,6 +98,7 @@ class LoginResponse(BaseModel):
     user_id: str
     name: str
     expires_at: int
+    max_message_bytes: int  # so the page can check a message's size before sending it
 
 
 router = APIRouter()
@@ -106,6 +107,11 @@ router = APIRouter()
 @router.get("/", include_in_schema=False)
 async def index() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> FileResponse:
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
 
 @router.get("/healthz")
@@ -120,6 +126,7 @@ async def login(
     http: Request,
     tokens: Annotated[TokenSigner, Depends(Provide[ChatContainer.tokens])],
     limiter: Annotated[RateLimiter, Depends(Provide[ChatContainer.login_limiter])],
+    settings: Annotated[ChatSettings, Depends(Provide[ChatContainer.settings])],
 ) -> LoginResponse:
     """A fresh user id for ``name`` and a signed token that expires.
 
@@ -140,7 +147,11 @@ async def login(
     token = tokens.issue(user_id, clean_name(request.name))
     claims = tokens.verify(token)
     return LoginResponse(
-        token=token, user_id=user_id, name=claims.name, expires_at=claims.expires_at
+        token=token,
+        user_id=user_id,
+        name=claims.name,
+        expires_at=claims.expires_at,
+        max_message_bytes=settings.max_message_bytes,
     )
 
 
