@@ -9,7 +9,10 @@ from pathlib import Path
 from enginescope.engines.emitter import EVENT_TYPES
 
 ROOT = Path(__file__).resolve().parents[2]
-GATEWAY = (ROOT / "containers" / "fastapi.py").read_text(encoding="utf-8")
+GATEWAY = "\n".join(
+    (ROOT / "containers" / name).read_text(encoding="utf-8")
+    for name in ("gateway.py", "_sessions.py", "fastapi.py")
+)
 CHAT = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "examples" / "chat").glob("*.py"))
 ERROR_CODE = re.compile(r'(?:send_error|refuse|_error_event)\(\s*"([a-z_]+)"|"code": "([a-z_]+)"')
 
