@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+from enginescope.containers.fastapi import engine_lifespan
 from fastapi import FastAPI
 
 from .containers import Container
@@ -24,7 +25,8 @@ def create_app(container: Container | None = None) -> FastAPI:
         yield
         container.db().dispose()
 
-    app = FastAPI(title="tasks", lifespan=lifespan)
+    with_engines = engine_lifespan(container, gateway=container.gateway(), lifespan=lifespan)
+    app = FastAPI(title="tasks", lifespan=with_engines)
     app.state.container = container
     app.include_router(router)
     return app

@@ -1,16 +1,23 @@
-"""The application container: configuration, the database, repositories and services."""
+"""The application container: configuration, the database, repositories and services,
+and the engines of the chat agent."""
 
 from __future__ import annotations
 
 from dependency_injector import containers, providers
+from enginescope.containers import EngineContainer
+from enginescope.containers.fastapi import WebSocketGateway
 
+from .agents import AGENT_NAME, build_agent_registry
 from .database import Database
 from .repositories import TaskRepository, UserRepository
 from .services import TaskService, UserService
 
 __all__ = ["DEFAULTS", "Container"]
 
-DEFAULTS = {"db": {"url": "sqlite://", "echo": False}}
+DEFAULTS = {
+    "db": {"url": "sqlite://", "echo": False},
+    "engines": {"max_engines_per_user": 2},
+}
 
 
 class Container(containers.DeclarativeContainer):
@@ -25,3 +32,15 @@ class Container(containers.DeclarativeContainer):
 
     user_service = providers.Factory(UserService, user_repository=user_repository)
     task_service = providers.Factory(TaskService, task_repository=task_repository)
+
+    engines = providers.Container(
+        EngineContainer,
+        settings=config.engines,
+        agent_registry=providers.Singleton(build_agent_registry, task_service.provider),
+    )
+    gateway = providers.Singleton(
+        WebSocketGateway,
+        bridge=engines.websocket_bridge.provider,
+        user_engine=engines.user_engine.provider,
+        agent_name=AGENT_NAME,
+    )

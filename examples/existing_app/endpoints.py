@@ -4,10 +4,14 @@ No ``from __future__ import annotations`` here: wiring reads the ``Provide`` mar
 from the evaluated ``Annotated`` hints.
 """
 
+import asyncio
+import contextlib
+import json
 from typing import Annotated
 
 from dependency_injector.wiring import Provide, inject
-from fastapi import APIRouter, Depends, Header, HTTPException, status
+from enginescope.containers.fastapi import POLICY_VIOLATION, WebSocketGateway
+from fastapi import APIRouter, Depends, Header, HTTPException, WebSocket, status
 from pydantic import BaseModel, Field
 
 from .containers import Container
@@ -23,6 +27,7 @@ from .services import MAX_TITLE_LENGTH, TaskService, UserService
 __all__ = ["router"]
 
 router = APIRouter()
+AUTH_TIMEOUT_SECONDS = 10.0
 
 
 class Credentials(BaseModel):
@@ -140,3 +145,33 @@ def complete_task(
         return TaskOut.of(task_service.complete(user.id, task_id))
     except TaskNotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+
+
+@router.websocket("/ws")
+@inject
+async def chat(
+    websocket: WebSocket,
+    user_service: Annotated[UserService, Depends(Provide[Container.user_service])],
+    gateway: Annotated[WebSocketGateway, Depends(Provide[Container.gateway])],
+) -> None:
+    """Chat with the tasks agent. The first frame is ``{"type": "auth", "token": ...}``
+    with the user's API token; then the gateway's protocol (see the README)."""
+    await websocket.accept()
+    try:
+        user = user_service.authenticate(await _first_frame_token(websocket))
+    except NotAuthenticatedError:
+        with contextlib.suppress(RuntimeError):  # the client may be gone already
+            await websocket.close(POLICY_VIOLATION, "unauthorized")
+        return
+    await gateway.serve(websocket, str(user.id))
+
+
+async def _first_frame_token(websocket: WebSocket) -> str | None:
+    try:
+        async with asyncio.timeout(AUTH_TIMEOUT_SECONDS):
+            frame = await websocket.receive_text()
+        data = json.loads(frame)
+    except (TimeoutError, ValueError, KeyError, RuntimeError):
+        return None
+    token = data.get("token") if isinstance(data, dict) and data.get("type") == "auth" else None
+    return token if isinstance(token, str) else None
