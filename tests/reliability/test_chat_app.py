@@ -268,6 +268,11 @@ def first_frame_session(client: TestClient, token: str) -> WebSocketTestSession:
 
 
 class TestCaps:
+    def test_login_tells_the_page_the_message_size_limit(self, client: TestClient) -> None:
+        """The login response carries max_message_bytes, which the page checks before it
+        sends, so a too-long message is kept instead of closing the socket."""
+        assert MAX_BYTES == login(client, "Gus")["max_message_bytes"]
+
     def test_logins_are_rate_limited_per_client_address(self) -> None:
         """Three logins a minute: the fourth from one address is a 429 with Retry-After,
         another address still logs in, and the first may again once time has passed."""
