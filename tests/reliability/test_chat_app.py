@@ -39,7 +39,14 @@ def client() -> Iterator[TestClient]:
         )
     )
     with TestClient(create_app(container)) as test_client:
-        yield test_client
+        try:
+            yield test_client
+        finally:  # a failed test leaves sockets open; the client would wait for them forever
+            while OPENED:
+                OPENED.pop().__exit__(None, None, None)
+
+
+OPENED: list[WebSocketTestSession] = []  # sockets opened by connect(); closing is idempotent
 
 
 def login(client: TestClient, name: str) -> dict[str, Any]:
@@ -50,6 +57,7 @@ def login(client: TestClient, name: str) -> dict[str, Any]:
 
 def connect(client: TestClient, token: str) -> tuple[WebSocketTestSession, dict[str, Any]]:
     socket = client.websocket_connect(f"/ws?token={token}").__enter__()
+    OPENED.append(socket)
     session = socket.receive_json()
     assert "session" == session["type"]
     return socket, session
