@@ -25,7 +25,13 @@ from .compat import (
     reset_execution_engine_factory,
     user_execution_engine,
 )
-from .context import UserExecutionContext, check_identifier, validate_user_context
+from .context import (
+    UserExecutionContext,
+    check_identifier,
+    metadata_limits,
+    set_metadata_limits,
+    validate_user_context,
+)
 from .emitter import EVENT_TYPES, UserWebSocketEmitter
 from .engine import UserExecutionEngine
 from .errors import (
@@ -46,13 +52,15 @@ from .errors import (
     InvalidResumeTokenError,
     InvalidSettingError,
     InvalidSocketError,
+    InvalidTimeoutError,
+    InvalidTimeoutTypeError,
     InvalidWebSocketBridgeError,
     SlotLedgerUnavailableError,
     UserEngineLimitError,
     WebSocketBridgeError,
 )
 from .factory import ExecutionEngineFactory
-from .sanitize import sanitize
+from .sanitize import redact_text, sanitize
 from .slots import ImmediateSlotLedger, InMemorySlotLedger, SlotLedger
 
 __all__ = [
@@ -86,6 +94,8 @@ __all__ = [
     "InvalidResumeTokenError",
     "InvalidSettingError",
     "InvalidSocketError",
+    "InvalidTimeoutError",
+    "InvalidTimeoutTypeError",
     "InvalidWebSocketBridgeError",
     "RedisSlotLedger",
     "RedisWebSocketBridge",
@@ -104,8 +114,11 @@ __all__ = [
     "configure_execution_engine_factory",
     "create_request_scoped_engine",
     "get_execution_engine_factory",
+    "metadata_limits",
+    "redact_text",
     "reset_execution_engine_factory",
     "sanitize",
+    "set_metadata_limits",
     "user_execution_engine",
     "validate_user_context",
 ]

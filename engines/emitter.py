@@ -2,7 +2,8 @@
 
 A :class:`UserWebSocketEmitter` is bound to one ``(user_id, thread_id, run_id)``; every
 event it builds carries that user id and goes to that user only. There is no argument to
-address anybody else. Tool parameters and results are :func:`sanitize`-d on the way in.
+address anybody else. Tool parameters and results are :func:`sanitize`-d on the way in,
+free text (thoughts, messages, error messages) goes through :func:`redact_text`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Final
 
 from .bridge import WebSocketBridge, require_bridge
 from .context import UserExecutionContext, require_identifier
-from .sanitize import sanitize, truncate_text
+from .sanitize import redact_text, sanitize
 
 __all__ = ["EVENT_TYPES", "UserWebSocketEmitter", "sanitize"]
 
@@ -32,9 +33,9 @@ EVENT_TYPES: Final = (
 
 
 def _text(value: object) -> str:
-    """A bounded string for a free-text field (names, messages, thoughts)."""
+    """A bounded, redacted string for a free-text field (names, messages, thoughts, errors)."""
     if isinstance(value, str):
-        return truncate_text(value)
+        return redact_text(value, 2000)
     text = sanitize(value)
     return text if isinstance(text, str) else str(text)
 
