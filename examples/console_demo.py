@@ -20,6 +20,8 @@ from enginescope.engines import (
 )
 from enginescope.engines.testing import demo_agent
 
+WIDTH = 90  # characters of each event's data shown on its line
+
 MESSAGES = {
     "alice": "How many words are in this short sentence?",
     "bob": "Tell me about the weather the weather the weather.",
@@ -36,6 +38,11 @@ class PrintingSocket:
 
     async def send_json(self, data: Any) -> None:
         self.received.append(data)
+
+
+def shorten(text: str, width: int = WIDTH) -> str:
+    """``text``, or its first ``width - 1`` characters and an ellipsis when it is longer."""
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 async def run_user(factory: ExecutionEngineFactory, user_id: str, message: str) -> None:
@@ -59,7 +66,7 @@ async def main() -> dict[str, Any]:
     for user, socket in sockets.items():
         print(f"\n== events on {user}'s socket")
         for event in socket.received:
-            print(f"  #{event['seq']} {event['type']:<16} {json.dumps(event['data'])[:90]}")
+            print(f"  #{event['seq']} {event['type']:<16} {shorten(json.dumps(event['data']))}")
     metrics = factory.get_factory_metrics(include_keys=False)
     await factory.shutdown()
     await bridge.close()

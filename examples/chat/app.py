@@ -13,6 +13,8 @@ import contextlib
 import inspect
 import json
 import logging
+import math
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
@@ -28,7 +30,7 @@ from enginescope.containers.fastapi import (
     metrics_endpoint,
 )
 from enginescope.engines import AgentRegistry
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
@@ -41,6 +43,7 @@ from .auth import (
     clean_name,
     new_user_id,
 )
+from .limits import MessageRateLimit, RateLimiter
 from .llm import make_llm_agent
 from .settings import ChatSettings
 
@@ -66,10 +69,17 @@ class ChatContainer(containers.DeclarativeContainer):
     """The app's container; ``engines`` is an :class:`EngineContainer` with our agent."""
 
     settings = providers.Singleton(ChatSettings)
+    clock = providers.Object(time.monotonic)
     engines = providers.Container(
         EngineContainer, agent_registry=providers.Singleton(build_agent_registry, settings)
     )
     tokens = providers.Singleton(build_signer, settings)
+    login_limiter = providers.Singleton(
+        RateLimiter,
+        capacity=settings.provided.login_attempts_per_minute,
+        per_seconds=60.0,
+        clock=clock,
+    )
     gateway = providers.Singleton(
         WebSocketGateway,
         bridge=engines.websocket_bridge.provider,
@@ -89,6 +99,7 @@ class LoginResponse(BaseModel):
     user_id: str
     name: str
     expires_at: int
+    max_message_bytes: int  # so the page can check a message's size before sending it
 
 
 router = APIRouter()
@@ -99,6 +110,11 @@ async def index() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html")
 
 
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> FileResponse:
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -107,9 +123,24 @@ async def healthz() -> dict[str, str]:
 @router.post("/login")
 @inject
 async def login(
-    request: LoginRequest, tokens: Annotated[TokenSigner, Depends(Provide[ChatContainer.tokens])]
+    request: LoginRequest,
+    http: Request,
+    tokens: Annotated[TokenSigner, Depends(Provide[ChatContainer.tokens])],
+    limiter: Annotated[RateLimiter, Depends(Provide[ChatContainer.login_limiter])],
+    settings: Annotated[ChatSettings, Depends(Provide[ChatContainer.settings])],
 ) -> LoginResponse:
-    """A fresh user id for ``name`` and a signed token that expires."""
+    """A fresh user id for ``name`` and a signed token that expires.
+
+    Each client address may log in ``CHAT_LOGIN_ATTEMPTS_PER_MINUTE`` times a minute;
+    past that, 429 with ``Retry-After``.
+    """
+    wait = limiter.take(http.client.host if http.client else "unknown")
+    if wait:
+        raise HTTPException(
+            status_code=429,
+            detail="Too many logins from your address; try again in a moment.",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
     try:
         user_id = new_user_id(request.name)
     except InvalidNameError as exc:
@@ -117,7 +148,11 @@ async def login(
     token = tokens.issue(user_id, clean_name(request.name))
     claims = tokens.verify(token)
     return LoginResponse(
-        token=token, user_id=user_id, name=claims.name, expires_at=claims.expires_at
+        token=token,
+        user_id=user_id,
+        name=claims.name,
+        expires_at=claims.expires_at,
+        max_message_bytes=settings.max_message_bytes,
     )
 
 
@@ -221,5 +256,11 @@ def create_app(container: ChatContainer | None = None) -> FastAPI:
     app = FastAPI(title="enginescope chat", lifespan=_lifespan(container))
     app.state.container = container
     app.include_router(router)
+    app.add_middleware(
+        MessageRateLimit,
+        path="/ws",
+        per_second=container.settings().max_messages_per_second,
+        clock=container.clock(),
+    )
     app.add_route("/metrics", metrics_endpoint(container.engines()), include_in_schema=False)
     return app

@@ -1,24 +1,21 @@
-"""Login tokens: HMAC-SHA256-signed, expiring, and the only source of a user's id.
+"""Login tokens: JWTs signed with HS256 (PyJWT), expiring, the only source of a user's id.
 
-A token is ``v1.<payload>.<signature>``: the payload is base64url JSON
-(``sub``, ``name``, ``iat``, ``exp``), the signature is HMAC-SHA256 of ``v1.<payload>``
-with the server's secret. The signature is checked (in constant time) before the
-payload is even parsed.
+A token carries ``sub`` (the user id), ``name``, ``iat`` and ``exp``. PyJWT checks the
+signature with the server's secret and accepts HS256 only (so ``alg: none`` or another
+algorithm is refused), and that every claim is there; the expiry is compared with this
+signer's clock, so tests can move time.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
 import re
 import secrets
 import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import jwt
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -33,7 +30,8 @@ __all__ = [
 
 MAX_TOKEN_LENGTH = 1024
 MAX_NAME_LENGTH = 40
-_VERSION = "v1"
+ALGORITHM = "HS256"
+_REQUIRED = ("sub", "name", "iat", "exp")
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
 
@@ -78,66 +76,52 @@ def clean_name(name: str) -> str:
     return clean
 
 
-def _b64encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        raise InvalidTokenError("malformed") from None
-
-
 class TokenSigner:
     """Issues and verifies login tokens with one secret and one lifetime."""
 
     def __init__(
         self, secret: str, ttl_seconds: int, *, clock: Callable[[], float] = time.time
     ) -> None:
-        self._key = secret.encode("utf-8")
+        self._key = secret
         self.ttl_seconds = ttl_seconds
         self._clock = clock
 
     def __repr__(self) -> str:
-        return f"<TokenSigner ttl_seconds={self.ttl_seconds}>"
+        return f"<TokenSigner algorithm={ALGORITHM} ttl_seconds={self.ttl_seconds}>"
 
     def issue(self, user_id: str, name: str, *, issued_at: float | None = None) -> str:
         """A token for ``user_id`` valid for ``ttl_seconds`` from ``issued_at`` (now)."""
         now = int(self._clock() if issued_at is None else issued_at)
         claims = {"sub": user_id, "name": name, "iat": now, "exp": now + self.ttl_seconds}
-        payload = _b64encode(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
-        return f"{_VERSION}.{payload}.{self._sign(payload)}"
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM)
 
     def verify(self, token: object) -> TokenClaims:
         """The claims of a genuine, unexpired token; :class:`InvalidTokenError` otherwise."""
-        payload = self._checked_payload(token)
-        claims = _parse_claims(payload)
+        claims = _claims(self._decoded(token))
         if claims.expires_at <= self._clock():
             raise InvalidTokenError("expired")
         return claims
 
-    def _sign(self, payload: str) -> str:
-        message = f"{_VERSION}.{payload}".encode("ascii")
-        return _b64encode(hmac.new(self._key, message, hashlib.sha256).digest())
-
-    def _checked_payload(self, token: object) -> str:
+    def _decoded(self, token: object) -> dict[str, object]:
         if not isinstance(token, str) or not token:
             raise InvalidTokenError("missing")
-        if len(token) > MAX_TOKEN_LENGTH or not token.isascii() or token.count(".") != 2:
+        if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
             raise InvalidTokenError("malformed")
-        version, payload, signature = token.split(".")
-        if version != _VERSION:
-            raise InvalidTokenError("malformed")
-        if not hmac.compare_digest(signature, self._sign(payload)):
-            raise InvalidTokenError("bad signature")
-        return payload
+        try:
+            return jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                options={"require": list(_REQUIRED), "verify_exp": False},
+            )
+        except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError):
+            raise InvalidTokenError("bad signature") from None
+        except jwt.InvalidTokenError:
+            raise InvalidTokenError("malformed") from None
 
 
-def _parse_claims(payload: str) -> TokenClaims:
-    try:
-        data = json.loads(_b64decode(payload))
-        claims = TokenClaims(str(data["sub"]), str(data["name"]), int(data["exp"]))
-    except (ValueError, KeyError, TypeError):
-        raise InvalidTokenError("malformed") from None
-    return claims
+def _claims(data: dict[str, object]) -> TokenClaims:
+    user_id, name, expires_at = data["sub"], data["name"], data["exp"]
+    if not isinstance(user_id, str) or not isinstance(name, str) or type(expires_at) is not int:
+        raise InvalidTokenError("malformed")
+    return TokenClaims(user_id, name, expires_at)

@@ -102,7 +102,12 @@ def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer
     """One server shared by a module's tests: short tool delay and auth timeout."""
     log_path = tmp_path_factory.mktemp("chat") / "server.log"
     server = ChatServer(
-        log_path, {"CHAT_TOOL_DELAY_SECONDS": "0.05", "CHAT_AUTH_TIMEOUT_SECONDS": "1"}
+        log_path,
+        {
+            "CHAT_TOOL_DELAY_SECONDS": "0.05",
+            "CHAT_AUTH_TIMEOUT_SECONDS": "1",
+            "CHAT_LOGIN_ATTEMPTS_PER_MINUTE": "1000",  # the module logs in more than 20 times
+        },
     )
     try:
         server.wait_healthy()

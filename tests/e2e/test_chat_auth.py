@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jwt
 import pytest
 from pydantic import ValidationError
 
@@ -14,7 +15,7 @@ from examples.chat.auth import (
 )
 from examples.chat.settings import ChatSettings
 
-KEY = "k" * 32
+KEY = "k" * 64  # long enough for HS512 too, so the algorithm is the only difference
 
 
 class Clock:
@@ -62,6 +63,51 @@ class TestTokens:
         with pytest.raises(InvalidTokenError) as refused:
             signer.verify(mangle(signer.issue("ann-1", "Ann")))  # type: ignore[operator]
         assert reason == refused.value.reason
+
+    def test_a_token_is_a_standard_hs256_jwt(self) -> None:
+        """Any JWT library reads the token with the secret and HS256, and only with them."""
+        token = TokenSigner(KEY, 60, clock=Clock()).issue("ann-1", "Ann")
+        claims = jwt.decode(token, KEY, algorithms=["HS256"], options={"verify_exp": False})
+        assert {"sub": "ann-1", "name": "Ann", "iat": 1_000_000, "exp": 1_000_060} == claims
+        assert "HS256" == jwt.get_unverified_header(token)["alg"]
+
+    @pytest.mark.parametrize(
+        ("claims", "algorithm", "key"),
+        [
+            ({"sub": "ann-1", "name": "Ann", "iat": 1, "exp": 2**40}, "HS512", KEY),
+            ({"sub": "ann-1", "name": "Ann", "iat": 1, "exp": 2**40}, "none", None),
+            ({"sub": "ann-1", "name": "Ann", "iat": 1}, "HS256", KEY),
+            ({"sub": 42, "name": "Ann", "iat": 1, "exp": 2**40}, "HS256", KEY),
+            ({"sub": "ann-1", "name": "Ann", "iat": 1, "exp": "never"}, "HS256", KEY),
+        ],
+        ids=["other-algorithm", "alg-none", "no-exp", "sub-not-a-string", "exp-not-a-number"],
+    )
+    def test_a_jwt_we_did_not_issue_is_refused(
+        self, claims: dict[str, object], algorithm: str, key: str | None
+    ) -> None:
+        """Another algorithm (even with our key), an unsigned token, a missing or mistyped
+        claim: refused, whatever the JWT says about itself."""
+        forged = jwt.encode(claims, key, algorithm=algorithm)
+        with pytest.raises(InvalidTokenError) as refused:
+            TokenSigner(KEY, 60).verify(forged)
+        assert refused.value.reason in {"bad signature", "malformed"}
+
+    @pytest.mark.parametrize("keep", [0.5, 0.9], ids=["half", "all-but-a-bit"])
+    def test_a_truncated_token_is_refused(self, keep: float) -> None:
+        """A token cut short anywhere is refused."""
+        token = TokenSigner(KEY, 60).issue("ann-1", "Ann")
+        with pytest.raises(InvalidTokenError):
+            TokenSigner(KEY, 60).verify(token[: int(len(token) * keep)])
+
+    def test_a_replayed_token_stops_working_at_its_expiry(self) -> None:
+        """The same genuine token, accepted once, is refused when presented after expiry."""
+        clock = Clock()
+        signer = TokenSigner(KEY, 60, clock=clock)
+        token = signer.issue("ann-1", "Ann")
+        assert "ann-1" == signer.verify(token).user_id
+        clock.now += 3600
+        with pytest.raises(InvalidTokenError, match="expired"):
+            signer.verify(token)
 
     def test_another_secret_cannot_sign_for_us(self) -> None:
         """A token signed with a different secret has a bad signature."""

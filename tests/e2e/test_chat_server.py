@@ -221,6 +221,28 @@ class TestEndpoints:
         assert "enginescope_engines_created_total" in metrics.text
         assert "<title>enginescope chat</title>" in page.text
 
+    def test_the_favicon_is_served(self, chat_server: ChatServer) -> None:
+        """/favicon.ico is an image, not a 404 in every browser's console."""
+        icon = httpx.get(f"{chat_server.url}/favicon.ico")
+        assert (200, "image/svg+xml") == (icon.status_code, icon.headers["content-type"])
+        assert "<svg" in icon.text
+
+    def test_polls_stay_out_of_the_access_log(self, chat_server: ChatServer) -> None:
+        """The page's metrics polls, scrapes and health checks add no access-log line;
+        other requests still do."""
+        for _ in range(3):
+            httpx.get(f"{chat_server.url}/api/metrics")
+            httpx.get(f"{chat_server.url}/metrics")
+        httpx.get(f"{chat_server.url}/favicon.ico")
+        marker = f"/login-check-{time.monotonic_ns()}"
+        httpx.get(f"{chat_server.url}{marker}")  # a 404, logged like any request
+        deadline = time.monotonic() + 10
+        while marker not in chat_server.log and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f'"GET {marker} HTTP/1.1" 404' in chat_server.log
+        for quiet in ("/api/metrics", "/metrics", "/healthz", "/favicon.ico"):
+            assert f'"GET {quiet} HTTP/1.1"' not in chat_server.log
+
     def test_login_refuses_an_empty_name(self, chat_server: ChatServer) -> None:
         """A blank name is a 422, not a token."""
         response = httpx.post(f"{chat_server.url}/login", json={"name": "   "})

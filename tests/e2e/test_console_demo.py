@@ -39,6 +39,28 @@ class TestConsoleDemo:
         )
         assert "== events on alice's socket" in capsys.readouterr().out
 
+    def test_long_values_are_cut_with_an_ellipsis(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A value longer than the line's width ends in an ellipsis; shorter ones are whole."""
+        demo = load_demo()
+        assert "short" == demo.shorten("short", 10)
+        assert "123456789…" == demo.shorten("1234567890X", 10)
+        assert "1234567890" == demo.shorten("1234567890", 10)
+
+    async def test_no_printed_value_is_cut_silently(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Every event line shows its whole data or ends in an ellipsis, and one does."""
+        demo = load_demo()
+        await demo.main()
+        lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  #")]
+        data = [line.split(None, 2)[2] for line in lines]
+        assert all(len(text) <= demo.WIDTH for text in data)
+        cut = [text for text in data if text.endswith("…")]
+        assert cut
+        assert all(len(text) == demo.WIDTH for text in cut)
+        whole = [text for text in data if not text.endswith("…")]
+        assert all(text.endswith(("}", "]", '"', "null")) for text in whole)
+
     def test_runs_as_a_script(self) -> None:
         """python examples/console_demo.py exits 0 and prints the metrics."""
         done = subprocess.run(  # noqa: S603 - our own example, run with this interpreter

@@ -15,6 +15,8 @@ from enginescope.engines import (
 )
 from enginescope.engines.testing import FakeSocket
 
+pytestmark = [pytest.mark.redis]
+
 MakeContext = Callable[..., UserExecutionContext]
 FIVE = ["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]
 

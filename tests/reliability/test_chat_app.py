@@ -1,6 +1,7 @@
 """Bad input at the example app (Starlette TestClient against the app object): bad tokens,
 oversize frames, malformed JSON, unknown message types, and a client naming a user, run or
-thread that is not theirs are each refused clearly, and another user is not affected."""
+thread that is not theirs are each refused clearly, and another user is not affected;
+one client cannot log in or send messages without bound."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from dependency_injector import providers
 from enginescope.containers.fastapi import MESSAGE_TOO_BIG, POLICY_VIOLATION
+from fastapi import FastAPI
 from starlette.testclient import TestClient, WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
@@ -36,7 +39,14 @@ def client() -> Iterator[TestClient]:
         )
     )
     with TestClient(create_app(container)) as test_client:
-        yield test_client
+        try:
+            yield test_client
+        finally:  # a failed test leaves sockets open; the client would wait for them forever
+            while OPENED:
+                OPENED.pop().__exit__(None, None, None)
+
+
+OPENED: list[WebSocketTestSession] = []  # sockets opened by connect(); closing is idempotent
 
 
 def login(client: TestClient, name: str) -> dict[str, Any]:
@@ -51,6 +61,7 @@ def auth_frame(token: str) -> str:
 
 def connect(client: TestClient, token: str) -> tuple[WebSocketTestSession, dict[str, Any]]:
     socket = client.websocket_connect("/ws").__enter__()
+    OPENED.append(socket)
     socket.send_text(auth_frame(token))
     session = socket.receive_json()
     assert "session" == session["type"]
@@ -248,11 +259,103 @@ class TestIdentity:
     def test_a_client_cannot_post_into_another_users_thread(
         self, client: TestClient, bob: Any
     ) -> None:
-        """A thread id that was not issued to this socket is refused with unknown_thread."""
+        """A thread id that was not issued to this socket is refused with unknown_thread;
+        one that is not a string at all is a malformed field (invalid_message)."""
         _, bob_session = bob
         socket, _ = connect(client, login(client, "Alice")["token"])
-        for thread_id in (bob_session["thread_id"], "thread-made-up", 7, None):
+        for thread_id in (bob_session["thread_id"], "thread-made-up"):
             error = run_message(socket, thread_id=thread_id)
             assert [("error", "unknown_thread")] == [(e["type"], e.get("code")) for e in error]
+        for thread_id in (7, ["x"], {"id": bob_session["thread_id"]}):
+            error = run_message(socket, thread_id=thread_id)
+            assert [("error", "invalid_message")] == [(e["type"], e.get("code")) for e in error]
         socket.__exit__(None, None, None)
         assert_bob_unaffected(bob)
+
+    def test_a_null_thread_id_means_the_sockets_own_thread(
+        self, client: TestClient, bob: Any
+    ) -> None:
+        """``"thread_id": null`` is the same as leaving it out: the run goes to the thread
+        the session was issued, never to anyone else's."""
+        socket, session = connect(client, login(client, "Alice")["token"])
+        events = run_message(socket, thread_id=None)
+        socket.__exit__(None, None, None)
+        assert FIVE == [event["type"] for event in events]
+        assert {session["thread_id"]} == {event["thread_id"] for event in events}
+        assert_bob_unaffected(bob)
+
+
+class FrozenClock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def capped_app(clock: FrozenClock, **settings: Any) -> FastAPI:
+    container = ChatContainer()
+    container.settings.override(ChatSettings(secret=SECRET, tool_delay_seconds=0, **settings))
+    container.clock.override(providers.Object(clock))
+    return create_app(container)
+
+
+def first_frame_session(client: TestClient, token: str) -> WebSocketTestSession:
+    socket = client.websocket_connect("/ws").__enter__()
+    socket.send_json({"type": "auth", "token": token})
+    assert "session" == socket.receive_json()["type"]
+    return socket
+
+
+class TestCaps:
+    def test_login_tells_the_page_the_message_size_limit(self, client: TestClient) -> None:
+        """The login response carries max_message_bytes, which the page checks before it
+        sends, so a too-long message is kept instead of closing the socket."""
+        assert MAX_BYTES == login(client, "Gus")["max_message_bytes"]
+
+    def test_logins_are_rate_limited_per_client_address(self) -> None:
+        """Three logins a minute: the fourth from one address is a 429 with Retry-After,
+        another address still logs in, and the first may again once time has passed."""
+        clock = FrozenClock()
+        app = capped_app(clock, login_attempts_per_minute=3)
+        with (
+            TestClient(app, client=("10.0.0.1", 1)) as one,
+            TestClient(app, client=("10.0.0.2", 1)) as other,
+        ):
+            statuses = [one.post("/login", json={"name": "Eve"}).status_code for _ in range(4)]
+            refused = one.post("/login", json={"name": "Eve"})
+            other_status = other.post("/login", json={"name": "Ann"}).status_code
+            clock.now += 20  # one attempt back (3 a minute)
+            later = one.post("/login", json={"name": "Eve"}).status_code
+        assert [200, 200, 200, 429] == statuses
+        assert (429, "20") == (refused.status_code, refused.headers["retry-after"])
+        assert (200, 200) == (other_status, later)
+
+    def test_messages_over_the_bound_get_an_error_event_and_the_socket_stays_usable(
+        self,
+    ) -> None:
+        """Three frames a second: the auth frame and two pings pass, the next two get
+        rate_limited error events; a second later the same socket is answered again,
+        and another socket of the same user was never limited."""
+        clock = FrozenClock()
+        with TestClient(capped_app(clock, max_messages_per_second=3)) as client:
+            token = login(client, "Flo")["token"]
+            socket = first_frame_session(client, token)
+            for _ in range(4):
+                socket.send_json({"type": "ping"})
+            replies = [socket.receive_json() for _ in range(4)]
+            other = first_frame_session(client, token)
+            other.send_json({"type": "ping"})
+            other_reply = other.receive_json()
+            clock.now += 1
+            socket.send_json({"type": "ping"})
+            after = socket.receive_json()
+            socket.__exit__(None, None, None)
+            other.__exit__(None, None, None)
+        assert ["pong", "pong", "rate_limited", "rate_limited"] == [
+            reply.get("code", reply["type"]) for reply in replies
+        ]
+        assert replies[2]["retry_after_seconds"] > 0
+        assert ("pong", "pong") == (other_reply["type"], after["type"])
