@@ -48,7 +48,7 @@ async def open_slot_ledger(settings: EngineSettings) -> AsyncIterator[SlotLedger
     if settings.backend == "memory":
         yield InMemorySlotLedger()
     elif settings.backend == "redis":
-        from enginescope.engines.redis_slots import RedisSlotLedger  # noqa: PLC0415 - extra
+        from enginescope.engines.redis import RedisSlotLedger  # noqa: PLC0415 - extra
 
         yield RedisSlotLedger(
             settings.redis_url,
@@ -82,7 +82,7 @@ async def open_websocket_bridge(settings: EngineSettings) -> AsyncIterator[WebSo
 async def _redis_bridge(
     settings: EngineSettings, local: AgentWebSocketBridge
 ) -> AsyncIterator[WebSocketBridge]:
-    from enginescope.engines.redis_bridge import RedisWebSocketBridge  # noqa: PLC0415 - extra
+    from enginescope.engines.redis import RedisWebSocketBridge  # noqa: PLC0415 - extra
 
     bridge = RedisWebSocketBridge(
         settings.redis_url,

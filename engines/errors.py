@@ -23,6 +23,7 @@ __all__ = [
     "InvalidSettingError",
     "InvalidSocketError",
     "InvalidWebSocketBridgeError",
+    "SlotLedgerConfigError",
     "SlotLedgerUnavailableError",
     "UserEngineLimitError",
     "WebSocketBridgeError",
@@ -142,6 +143,15 @@ class EngineBusyError(EngineScopeError, RuntimeError):
             f"Engine {engine_id!r} already runs {limit} agents ({limit}/{limit}); "
             "wait for one to finish or raise max_concurrent_runs."
         )
+
+
+class SlotLedgerConfigError(ExecutionEngineFactoryError, InvalidSettingError):
+    """A slot ledger setting is out of range; ``field`` names it."""
+
+    def __init__(
+        self, field: str, value: object, expected: str, owner: str = "RedisSlotLedger"
+    ) -> None:
+        InvalidSettingError.__init__(self, field, value, expected, owner)
 
 
 class SlotLedgerUnavailableError(ExecutionEngineFactoryError):

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from enginescope.engines import AgentWebSocketBridge, UserWebSocketEmitter, WebSocketBridge
-from enginescope.engines.redis_bridge import RedisWebSocketBridge
+from enginescope.engines.redis import RedisWebSocketBridge
 
 REDIS_SERVER = shutil.which("redis-server")
 LATENCY_EVENTS = 500

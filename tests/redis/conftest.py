@@ -18,8 +18,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from enginescope.engines import AgentRegistry, ExecutionEngineFactory
-from enginescope.engines.redis_bridge import RedisWebSocketBridge
-from enginescope.engines.redis_slots import RedisSlotLedger
+from enginescope.engines.redis import RedisSlotLedger, RedisWebSocketBridge
 
 REDIS_SERVER = shutil.which("redis-server")
 

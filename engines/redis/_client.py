@@ -1,13 +1,11 @@
-"""Helpers shared by the Redis slot ledger and the Redis bridge (not API).
+"""Building a Redis client from a URL, describing it, and explaining its failures (not API).
 
 Only imported when the Redis backend is chosen; ``engines/__init__`` never imports it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -16,22 +14,20 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from .._lifecycle import Backoff
+
 __all__ = [
     "REDIS_ERRORS",
-    "Backoff",
     "connect",
     "describe",
     "describe_error",
     "log_failure",
-    "stop_task",
     "stream_entries",
     "text",
 ]
 
 REDIS_ERRORS: Final = (RedisError, OSError)
 """What a Redis call raises when the server is down, unreachable or refuses the command."""
-
-RedisClient = aioredis.Redis
 
 
 def connect(client: aioredis.Redis | str, *, socket_timeout: float) -> tuple[aioredis.Redis, bool]:
@@ -75,18 +71,6 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
-async def stop_task(task: asyncio.Future[Any] | None) -> None:
-    """Cancel ``task`` and wait for it, re-cancelling until it is done.
-
-    On Python 3.11, ``asyncio.wait_for`` (which redis-py uses to send commands) swallows
-    a cancellation that arrives as its inner future completes, so one ``cancel()`` of a
-    task inside a Redis call can be lost; a background loop must not outlive its owner.
-    """
-    while task is not None and not task.done():
-        task.cancel()
-        await asyncio.wait((task,), timeout=0.1)
-
-
 def text(value: object) -> str:
     """A Redis reply as ``str``, whether or not the client decodes responses."""
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -97,34 +81,6 @@ def stream_entries(reply: object) -> list[tuple[Any, Any]]:
     if not isinstance(reply, list | tuple):
         return []
     return [(entry[0], entry[1] or {}) for entry in reply]
-
-
-class Backoff:
-    """Exponential backoff with full jitter, for the background loops' retries."""
-
-    __slots__ = ("_attempt", "_base", "_cap")
-
-    def __init__(self, *, base: float = 0.05, cap: float = 2.0) -> None:
-        self._base = base
-        self._cap = cap
-        self._attempt = 0
-
-    @property
-    def failing(self) -> bool:
-        """Whether the last attempt failed."""
-        return self._attempt > 0
-
-    def failed(self) -> float:
-        """Record a failure; return how long to wait before the next attempt."""
-        self._attempt += 1
-        ceiling = min(self._cap, self._base * 2 ** min(self._attempt, 16))
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
-
-    def succeeded(self) -> bool:
-        """Record a success; ``True`` if it ends a run of failures (the loop recovered)."""
-        recovered = self._attempt > 0
-        self._attempt = 0
-        return recovered
 
 
 def log_failure(

@@ -21,98 +21,22 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 
-from ._redis import (
-    REDIS_ERRORS,
-    Backoff,
-    connect,
-    describe,
-    describe_error,
-    log_failure,
-    stop_task,
-)
-from .errors import (
+from .._lifecycle import BackgroundLoop, Backoff, check_positive
+from ..errors import (
     ExecutionEngineFactoryError,
+    SlotLedgerConfigError,
     SlotLedgerUnavailableError,
     UserEngineLimitError,
 )
+from ._client import REDIS_ERRORS, connect, describe, describe_error, log_failure
+from ._scripts import ACQUIRE, RENEW
 
-__all__ = ["RedisSlotLedger", "SlotLedgerUnavailableError"]
+__all__ = ["RedisSlotLedger"]
 
 logger = logging.getLogger(__name__)
 
 _RENEW_BATCH: Final = 256  # leases renewed per script call
-
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-_EXPIRE_WITH_NEWEST = """
-local function expire_with_newest(key)
-  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  if newest[2] then
-    redis.call('PEXPIREAT', key, math.floor(tonumber(newest[2])))
-  end
-end
-"""
-
-# KEYS[1] the user's slot set; ARGV: slot id, limit, lease ttl (ms).
-# Returns the user's count with this slot, or minus the count when the user is full.
-# Acquiring a slot already held renews it (a retried call never takes two slots).
-_ACQUIRE: Final = (
-    _NOW
-    + _EXPIRE_WITH_NEWEST
-    + """
-local key = KEYS[1]
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-local held = redis.call('ZCARD', key)
-if not redis.call('ZSCORE', key, ARGV[1]) then
-  if held >= tonumber(ARGV[2]) then
-    return -held
-  end
-  held = held + 1
-end
-redis.call('ZADD', key, now + tonumber(ARGV[3]), ARGV[1])
-expire_with_newest(key)
-return held
-"""
-)
-
-# KEYS: one slot set per lease; ARGV[1] lease ttl (ms), then (slot id, limit) per key.
-# Renews each lease; re-takes a lease that vanished (Redis restarted empty, or the lease
-# expired during an outage) while the user has room; reports the ones it could not re-take.
-_RENEW: Final = (
-    _NOW
-    + _EXPIRE_WITH_NEWEST
-    + """
-local expiry = now + tonumber(ARGV[1])
-local restored, lost = 0, {}
-for i, key in ipairs(KEYS) do
-  local slot, limit = ARGV[2 * i], tonumber(ARGV[2 * i + 1])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  if redis.call('ZSCORE', key, slot) then
-    redis.call('ZADD', key, expiry, slot)
-  elseif redis.call('ZCARD', key) < limit then
-    redis.call('ZADD', key, expiry, slot)
-    restored = restored + 1
-  else
-    lost[#lost + 1] = i
-  end
-  expire_with_newest(key)
-end
-return {restored, lost}
-"""
-)
-
 _Slot = tuple[str, str]  # (user_id, slot_id)
-
-
-def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ExecutionEngineFactoryError(
-            f"RedisSlotLedger {name} must be a positive number, got {value!r}; pass {name} > 0."
-        )
-    return float(value)
 
 
 class RedisSlotLedger:
@@ -134,19 +58,29 @@ class RedisSlotLedger:
         heartbeat_interval_seconds: float | None = None,
         key_prefix: str = "enginescope",
     ) -> None:
-        ttl = _check_positive("lease_ttl_seconds", lease_ttl_seconds)
+        ttl = check_positive("lease_ttl_seconds", lease_ttl_seconds, error=SlotLedgerConfigError)
         interval = ttl / 3 if heartbeat_interval_seconds is None else heartbeat_interval_seconds
-        self._interval = _check_positive("heartbeat_interval_seconds", interval)
+        self._interval = check_positive(
+            "heartbeat_interval_seconds", interval, error=SlotLedgerConfigError
+        )
         self._ttl_ms = max(1, round(ttl * 1000))
         self._client, self._owns_client = connect(client, socket_timeout=max(5.0, ttl / 2))
         self._url = describe(self._client)
         self._prefix = key_prefix
-        self._acquire = self._client.register_script(_ACQUIRE)
-        self._renew = self._client.register_script(_RENEW)
+        self._acquire = self._client.register_script(ACQUIRE)
+        self._renew = self._client.register_script(RENEW)
         self._held: dict[_Slot, int] = {}  # our leases -> the limit they were taken under
         self._unleased: set[_Slot] = set()  # held, but the lease could not be re-taken
         self._releases: set[asyncio.Task[None]] = set()
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._backoff = Backoff(base=min(0.05, self._interval), cap=self._interval)
+        self._heartbeat = BackgroundLoop(
+            "enginescope-slot-heartbeat",
+            self._beat,
+            errors=REDIS_ERRORS,
+            on_error=self._beat_failed,
+            on_recovered=self._beat_recovered,
+            backoff=self._backoff,
+        )
         self._closed = False
         self._counters = dict.fromkeys(
             (
@@ -174,6 +108,13 @@ class RedisSlotLedger:
         """Where the ledger's Redis is (without credentials)."""
         return self._url
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
+    is_closed = closed
+
     def key(self, user_id: str) -> str:
         """The Redis key of ``user_id``'s slot set."""
         return f"{self._prefix}:slots:{user_id}"
@@ -198,7 +139,7 @@ class RedisSlotLedger:
             raise UserEngineLimitError(user_id, -count, limit)
         self._held[user_id, slot_id] = limit
         self._counters["acquired"] += 1
-        self._ensure_heartbeat()
+        self._heartbeat.start()
         return count
 
     async def _run_acquire(self, user_id: str, slot_id: str, limit: int) -> int:
@@ -257,27 +198,17 @@ class RedisSlotLedger:
 
     # -- the heartbeat ---------------------------------------------------------------
 
-    def _ensure_heartbeat(self) -> None:
-        if self._heartbeat is None or self._heartbeat.done():
-            self._heartbeat = asyncio.get_running_loop().create_task(
-                self._beat_forever(), name="enginescope-slot-heartbeat"
-            )
+    async def _beat(self) -> None:
+        if not self._backoff.failing:  # after a failure, the backoff delay was the wait
+            await asyncio.sleep(self._interval)
+        await self.renew_leases()
 
-    async def _beat_forever(self) -> None:
-        backoff = Backoff(base=min(0.05, self._interval), cap=self._interval)
-        delay = self._interval  # leases were just taken: the first renewal is one beat away
-        while not self._closed:
-            await asyncio.sleep(delay)
-            try:
-                await self.renew_leases()
-            except REDIS_ERRORS as error:
-                self._counters["heartbeat_errors"] += 1
-                log_failure(logger, backoff, "Renewing engine slot leases", self._url, error)
-                delay = backoff.failed()
-                continue
-            if backoff.succeeded():
-                logger.info("Engine slot leases renewed again", extra={"redis_url": self._url})
-            delay = self._interval
+    def _beat_failed(self, error: BaseException, backoff: Backoff) -> None:
+        self._counters["heartbeat_errors"] += 1
+        log_failure(logger, backoff, "Renewing engine slot leases", self._url, error)
+
+    def _beat_recovered(self) -> None:
+        logger.info("Engine slot leases renewed again", extra={"redis_url": self._url})
 
     async def renew_leases(self) -> int:
         """Renew every lease this ledger holds now; return how many were renewed.
@@ -328,8 +259,7 @@ class RedisSlotLedger:
         if self._closed:
             return
         self._closed = True
-        heartbeat, self._heartbeat = self._heartbeat, None
-        await stop_task(heartbeat)
+        await self._heartbeat.aclose()
         try:
             await self._release_all()
         finally:
@@ -368,7 +298,7 @@ class RedisSlotLedger:
             **self._counters,
             "held_slots": len(self._held),
             "unleased_slots": len(self._unleased),
-            "heartbeat_running": self._heartbeat is not None and not self._heartbeat.done(),
+            "heartbeat_running": self._heartbeat.running,
             "lease_ttl_seconds": self._ttl_ms / 1000,
             "heartbeat_interval_seconds": self._interval,
             "redis_url": self._url,

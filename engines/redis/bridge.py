@@ -1,0 +1,268 @@
+"""The Redis bridge: a user's events travel through Redis to whichever replica holds the socket.
+
+``send_to_user`` appends the event to the user's stream ``{prefix}:events:{user_id}``
+(``XADD ... MAXLEN ~ stream_maxlen``; the key expires ``replay_window_seconds`` after the
+user's last event). Every replica runs one reader task that follows, with ``XREAD BLOCK``,
+the streams of the users connected to it and hands each entry to a local
+:class:`~enginescope.engines.bridge.AgentWebSocketBridge`, which owns the sockets (one
+bounded queue and sender per socket, as in one process).
+
+Resume. Every event delivered by this bridge carries one extra key, ``stream_id``: the
+Redis stream entry id (``"1718000000000-0"``), increasing per user. A client that
+reconnects passes the last one it received::
+
+    connection = await bridge.connect(user_id, websocket, resume_from=last_stream_id)
+
+and receives every event after it (while the stream still holds it: within the replay
+window and the last ``stream_maxlen`` events), then live events, each exactly once and in
+order. Without it, the socket receives the events published after it subscribed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from functools import partial
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+
+from .._lifecycle import check_positive
+from ..bridge import AgentWebSocketBridge, Connection, SocketLike
+from ..errors import BridgeClosedError, BridgeConfigError, WebSocketBridgeError
+from ._client import connect, describe
+from ._publisher import Publisher
+from ._reader import StreamReader
+from ._socket import StreamSocket
+from ._stream_ids import parse_stream_id
+
+__all__ = ["RedisWebSocketBridge"]
+
+_COUNTERS: Final = (
+    "published",
+    "undelivered_redis_down",
+    "undelivered_unencodable",
+    "undelivered_closed",
+    "read",
+    "delivered",
+    "replayed",
+    "duplicates_skipped",
+    "isolation_drops",
+    "reader_errors",
+)
+_setting = partial(check_positive, error=BridgeConfigError)
+
+
+class RedisWebSocketBridge:
+    """A :class:`~enginescope.engines.bridge.WebSocketBridge` shared by replicas via Redis.
+
+    ``client`` is a ``redis.asyncio.Redis`` (yours: not closed here) or a URL (built and
+    closed by :meth:`aclose`). Its socket timeout must exceed ``block_ms``. ``local`` holds
+    this replica's sockets (a fresh :class:`AgentWebSocketBridge` by default, closed with
+    this bridge; one you pass is left open).
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis | str,
+        *,
+        local: AgentWebSocketBridge | None = None,
+        stream_maxlen: int = 1000,
+        replay_window_seconds: float = 60.0,
+        key_prefix: str = "enginescope",
+        block_ms: int = 1000,
+        read_count: int = 256,
+    ) -> None:
+        for field, value in (
+            ("stream_maxlen", stream_maxlen),
+            ("block_ms", block_ms),
+            ("read_count", read_count),
+        ):
+            _setting(field, value, integer=True)
+        _setting("replay_window_seconds", replay_window_seconds)
+        self._client, self._owns_client = connect(client, socket_timeout=block_ms / 1000 + 5.0)
+        self._url = describe(self._client)
+        self._owns_local = local is None
+        self._local = local if local is not None else AgentWebSocketBridge()
+        self._prefix = key_prefix
+        self._closed = False
+        self._counters = dict.fromkeys(_COUNTERS, 0)
+        self._publisher = Publisher(
+            self._client,
+            self.key,
+            self._counters,
+            url=self._url,
+            maxlen=stream_maxlen,
+            window_ms=max(1, round(replay_window_seconds * 1000)),
+        )
+        self._reader = StreamReader(
+            self._client,
+            self._local,
+            self.key,
+            self._counters,
+            url=self._url,
+            block_ms=block_ms,
+            read_count=read_count,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<RedisWebSocketBridge url={self._url!r} "
+            f"followed_users={len(self._reader.cursors)} "
+            f"connections={self._local.connection_count()} closed={self._closed}>"
+        )
+
+    @property
+    def local(self) -> AgentWebSocketBridge:
+        """The in-process bridge that owns this replica's sockets."""
+        return self._local
+
+    @property
+    def resumable(self) -> bool:
+        """``True``: a client can resume from the ``stream_id`` of its last event."""
+        return True
+
+    @property
+    def url(self) -> str:
+        """Where the bridge's Redis is (without credentials)."""
+        return self._url
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` (or :meth:`close`) was called."""
+        return self._closed
+
+    is_closed = closed
+
+    def key(self, user_id: str) -> str:
+        """The Redis key of ``user_id``'s event stream."""
+        return f"{self._prefix}:events:{user_id}"
+
+    # -- publishing ------------------------------------------------------------------
+
+    async def send_to_user(self, user_id: str, event: Mapping[str, Any]) -> int:
+        """Publish ``event`` to ``user_id``'s stream; 1 if Redis took it, else 0.
+
+        Never raises: an event Redis could not take is counted (``undelivered_*``) and
+        logged, and the agent goes on.
+        """
+        if self._closed:
+            self._counters["undelivered_closed"] += 1
+            return 0
+        return await self._publisher.publish(user_id, event)
+
+    # -- connections -----------------------------------------------------------------
+
+    def register_connection(
+        self, user_id: str, socket: SocketLike, *, resume_from: str | None = None
+    ) -> Connection:
+        """Register ``socket`` for ``user_id`` on this replica and follow the user's stream.
+
+        ``resume_from`` is the ``stream_id`` of the last event the client received.
+        Returns at once; the subscription takes effect when the reader has placed it (see
+        :meth:`connect`).
+        """
+        if self._closed:
+            raise BridgeClosedError
+        position = None if resume_from is None else parse_stream_id(resume_from)
+        stream_socket = StreamSocket(socket, self._counters)
+        connection = self._local.register_connection(user_id, stream_socket)
+        self._reader.start()
+        self._reader.join(connection, stream_socket, position)
+        return connection
+
+    async def connect(
+        self, user_id: str, socket: SocketLike, *, resume_from: str | None = None
+    ) -> Connection:
+        """:meth:`register_connection`, then wait until the subscription is in effect.
+
+        Every event published after this returns reaches the socket. While Redis is down
+        it waits for Redis; bound it with ``asyncio.timeout`` if you must.
+        """
+        connection = self.register_connection(user_id, socket, resume_from=resume_from)
+        try:
+            await self.wait_subscribed(connection)
+        except BaseException:
+            self.unregister_connection(connection)
+            raise
+        return connection
+
+    async def wait_subscribed(self, connection: Connection) -> None:
+        """Wait until ``connection`` follows its user's stream (or was closed)."""
+        socket = connection.socket
+        if not isinstance(socket, StreamSocket):
+            raise WebSocketBridgeError(
+                f"{connection!r} was not registered through this RedisWebSocketBridge; "
+                "register it with bridge.register_connection() or bridge.connect()."
+            )
+        joined = asyncio.ensure_future(self._reader.wait_joined(connection, socket))
+        closed = asyncio.ensure_future(connection.wait_closed())
+        try:
+            await asyncio.wait((joined, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            joined.cancel()
+            closed.cancel()
+
+    def unregister_connection(self, connection: Connection | None) -> None:
+        """Unregister ``connection``; the reader stops following a user nobody holds."""
+        self._local.unregister_connection(connection)
+
+    def connection_count(self, user_id: str | None = None) -> int:
+        """Open connections on this replica of ``user_id``, or of everybody."""
+        return self._local.connection_count(user_id)
+
+    # -- lifecycle and metrics -------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the reader task; idempotent (registering a connection also starts it)."""
+        if self._closed:
+            raise BridgeClosedError
+        self._reader.start()
+
+    async def flush(self, user_id: str | None = None) -> None:
+        """Wait until every event published so far (to ``user_id``, or to the users this
+        replica follows) was read and sent to the local sockets (while Redis is down: only
+        what was already read)."""
+        await self._reader.flush(user_id)
+        await self._local.flush(user_id)
+
+    async def aclose(self) -> None:
+        """Stop the reader, close the owned local bridge and client; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._reader.aclose()
+        try:
+            await self._close_connections()
+        finally:
+            if self._owns_client:
+                await self._client.aclose()
+
+    close = aclose
+    """The same as :meth:`aclose`."""
+
+    async def _close_connections(self) -> None:
+        if self._owns_local:
+            await self._local.aclose()
+            return
+        for user_id in tuple(self._reader.cursors):
+            for connection in self._local.connections_for(user_id):
+                if isinstance(connection.socket, StreamSocket):
+                    self._local.unregister_connection(connection)
+        self._reader.cursors.clear()
+
+    def get_metrics(self) -> dict[str, Any]:
+        """The local bridge's metrics (same keys as :class:`AgentWebSocketBridge`), plus
+        this bridge's counters since construction and its gauges.
+
+        ``delivered`` counts events the sockets accepted; the local ``events_sent`` also
+        counts the duplicates a resuming socket skipped (``duplicates_skipped``).
+        """
+        return {
+            **self._local.get_metrics(),
+            **self._counters,
+            "followed_users": len(self._reader.cursors),
+            "pending_joins": len(self._reader.joins),
+            "reader_running": self._reader.running,
+            "redis_url": self._url,
+        }
