@@ -53,7 +53,7 @@ async def open_slot_ledger(settings: EngineSettings) -> AsyncIterator[SlotLedger
         yield RedisSlotLedger(
             settings.redis_url,
             lease_ttl_seconds=settings.redis_lease_ttl_seconds,
-            key_prefix=settings.redis_key_prefix,
+            **settings.redis_options(),
         )
     else:
         raise UnsupportedBackendError(settings.backend, "slot_ledger")
@@ -89,7 +89,7 @@ async def _redis_bridge(
         local=local,
         stream_maxlen=settings.redis_stream_maxlen,
         replay_window_seconds=settings.redis_replay_window_seconds,
-        key_prefix=settings.redis_key_prefix,
+        **settings.redis_options(),
     )
     try:
         await bridge.start()

@@ -24,6 +24,7 @@ __all__ = [
     "InvalidSocketError",
     "InvalidWebSocketBridgeError",
     "SlotLedgerConfigError",
+    "SlotLedgerPoolExhaustedError",
     "SlotLedgerUnavailableError",
     "UserEngineLimitError",
     "WebSocketBridgeError",
@@ -246,3 +247,18 @@ class InvalidResumeTokenError(WebSocketBridgeError, ValueError):
 
 class FactoryBridgeError(ExecutionEngineFactoryError, InvalidWebSocketBridgeError):
     """The factory was given no usable ``websocket_bridge``."""
+
+
+class SlotLedgerPoolExhaustedError(SlotLedgerUnavailableError):
+    """Redis is up, but every pooled connection stayed busy, so the engine was refused."""
+
+    def __init__(self, user_id: str, url: str, reason: str) -> None:
+        self.user_id = user_id
+        self.url = url
+        self.reason = reason
+        ExecutionEngineFactoryError.__init__(
+            self,
+            f"Cannot admit an engine for user {user_id!r}: Redis at {url} is up, but {reason}. "
+            "The engine was refused so the per-user limit still holds; retry, or raise "
+            "ENGINESCOPE_REDIS_MAX_CONNECTIONS or ENGINESCOPE_REDIS_POOL_TIMEOUT_SECONDS.",
+        )

@@ -5,20 +5,36 @@ Only imported when the Redis backend is chosen; ``engines/__init__`` never impor
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Final
 
 import redis.asyncio as aioredis
+from redis.asyncio import BlockingConnectionPool, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    ClusterError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._lifecycle import Backoff
 
 __all__ = [
     "REDIS_ERRORS",
-    "connect",
+    "UNAVAILABLE_ERRORS",
+    "ClientHandle",
+    "PoolExhaustedError",
+    "PoolOptions",
+    "RedisClient",
     "describe",
     "describe_error",
     "log_failure",
@@ -26,38 +42,145 @@ __all__ = [
     "text",
 ]
 
-REDIS_ERRORS: Final = (RedisError, OSError)
+REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError)
 """What a Redis call raises when the server is down, unreachable or refuses the command."""
 
+UNAVAILABLE_ERRORS: Final = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    ClusterError,
+    TryAgainError,
+    ReadOnlyError,
+    RedisClusterException,
+)
+"""What a Redis call raises when Redis (or the node owning a slot) cannot serve it now;
+any other error is about the command or its key (a key of the wrong type, say)."""
 
-def connect(client: aioredis.Redis | str, *, socket_timeout: float) -> tuple[aioredis.Redis, bool]:
-    """The client to use and whether we own it (built from a URL, so we close it).
+RedisClient = aioredis.Redis | RedisCluster
+"""A client of one Redis server or of a Redis Cluster."""
 
-    A client built here fails fast: a short connect timeout and one quick retry of a
-    refused connection (a stale pooled socket after a Redis restart), never a timeout,
-    so a command that may have run is never sent twice.
+
+class PoolExhaustedError(RedisConnectionError):
+    """Every pooled connection stayed busy for ``timeout`` seconds: Redis is up, we are
+    asking too much of it at once."""
+
+    def __init__(self, size: int, timeout: float | None) -> None:
+        self.size = size
+        self.timeout = timeout
+        super().__init__(
+            f"all {size} pooled connections stayed busy for {timeout}s "
+            "(the connection pool is exhausted)"
+        )
+
+
+class _WaitingPool(BlockingConnectionPool):
+    """A bounded pool that waits ``timeout`` for a free connection, then says it is full."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except RedisConnectionError as error:
+            if isinstance(error.__cause__, asyncio.TimeoutError):
+                raise PoolExhaustedError(self.max_connections, self.timeout) from error
+            raise
+
+
+class _Gate:
+    """At most ``size`` of our calls at once; a call waits ``timeout`` for its turn.
+
+    Redis Cluster clients keep a pool per node that refuses, instead of waiting, past its
+    size; the gate makes them wait like :class:`_WaitingPool`.
     """
-    if not isinstance(client, str):
-        return client, False
-    retry = Retry(
+
+    __slots__ = ("_free", "_size", "_timeout")
+
+    def __init__(self, size: int, timeout: float) -> None:
+        self._free = asyncio.Semaphore(size)
+        self._size = size
+        self._timeout = timeout
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._free.acquire()
+        except TimeoutError:
+            raise PoolExhaustedError(self._size, self._timeout) from None
+        try:
+            yield
+        finally:
+            self._free.release()
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """How a client built from a URL connects: ``max_connections`` at most (per node in a
+    cluster), each call waiting up to ``timeout_seconds`` for a free one."""
+
+    max_connections: int = 50
+    timeout_seconds: float = 5.0
+    cluster: bool = False
+
+
+class ClientHandle:
+    """The Redis client a component uses, where it points, and whether we close it."""
+
+    __slots__ = ("_gate", "client", "cluster", "owned", "url")
+
+    def __init__(self, client: RedisClient | str, *, socket_timeout: float, pool: PoolOptions):
+        if isinstance(client, str):
+            self.client: RedisClient = _build(client, socket_timeout, pool)
+            self.owned = True
+        else:
+            self.client, self.owned = client, False
+        self.cluster = isinstance(self.client, RedisCluster)
+        self.url = describe(self.client)
+        self._gate = _Gate(pool.max_connections, pool.timeout_seconds) if self.cluster else None
+
+    def __repr__(self) -> str:
+        return f"<ClientHandle url={self.url!r} cluster={self.cluster} owned={self.owned}>"
+
+    def turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Wait for a free connection (a cluster's gate; a plain client's pool waits itself)."""
+        return self._gate.turn() if self._gate is not None else contextlib.nullcontext()
+
+    async def aclose(self) -> None:
+        """Close the client if we built it."""
+        if self.owned:
+            await self.client.aclose()
+
+
+def _retry() -> Retry:
+    """One quick retry of a refused connection (a stale pooled socket after a restart)."""
+    return Retry(
         ExponentialBackoff(cap=0.05, base=0.01), retries=1, supported_errors=(RedisConnectionError,)
     )
-    built = aioredis.Redis.from_url(
-        client,
-        socket_connect_timeout=2.0,
-        socket_timeout=socket_timeout,
-        retry=retry,
-        health_check_interval=30,
+
+
+def _build(url: str, socket_timeout: float, pool: PoolOptions) -> RedisClient:
+    """A client that fails fast: a short connect timeout and one quick retry of a refused
+    connection, never of a timeout (a command that may have run is not sent twice)."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": 2.0,
+        "socket_timeout": socket_timeout,
+        "retry": _retry(),
+        "health_check_interval": 30,
+    }
+    if pool.cluster:
+        return RedisCluster.from_url(url, max_connections=pool.max_connections, **options)
+    connection_pool = _WaitingPool.from_url(
+        url, max_connections=pool.max_connections, timeout=pool.timeout_seconds, **options
     )
-    return built, True
+    return aioredis.Redis.from_pool(connection_pool)
 
 
-def describe(client: aioredis.Redis) -> str:
+def describe(client: RedisClient) -> str:
     """Where ``client`` points, as a URL without credentials (safe to log and to show)."""
-    try:
-        kwargs = client.connection_pool.connection_kwargs
-    except AttributeError:  # pragma: no cover - a client without a pool
-        return repr(client)
+    if isinstance(client, RedisCluster):
+        seeds = [f"{node.host}:{node.port}" for node in client.nodes_manager.startup_nodes.values()]
+        return f"redis+cluster://{seeds[0] if seeds else '?'}"
+    kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
         return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
     host = kwargs.get("host", "localhost")

@@ -1,15 +1,21 @@
-"""Publishing: an agent event becomes an entry of its user's Redis stream (not API)."""
+"""Publishing: agent events become entries of their users' Redis streams (not API).
+
+Events wait in one queue; a single flusher sends everything queued as one pipeline
+(``XADD ... MAXLEN ~`` per event, one ``PEXPIRE`` per stream), so a replica publishes
+over one connection however many runs it has, and a user's events keep their order.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-import redis.asyncio as aioredis
-
-from ._client import REDIS_ERRORS, describe_error
+from .._lifecycle import BackgroundLoop
+from ._client import REDIS_ERRORS, ClientHandle, PoolExhaustedError, describe_error
 
 __all__ = ["FIELD", "Publisher"]
 
@@ -18,70 +24,117 @@ logger = logging.getLogger(__name__)
 FIELD: Final = "event"
 """The stream entry field holding the event's JSON."""
 
+_BATCH: Final = 1000  # events per pipeline at most
+
+_Item = tuple[str, bytes, bytes, "asyncio.Future[int]"]  # user id, key, payload, result
+
 
 class Publisher:
-    """Appends events to users' streams (``XADD ... MAXLEN ~``, then ``PEXPIRE``).
+    """Appends events to users' streams, batching whatever is queued into one pipeline.
 
     Never raises for an event it cannot publish: it counts it (``undelivered_*``), logs
     it (once per outage at WARNING) and returns 0.
     """
 
-    __slots__ = ("_client", "_counters", "_failing", "_key", "_maxlen", "_url", "_window_ms")
-
     def __init__(
         self,
-        client: aioredis.Redis,
+        handle: ClientHandle,
         key: Callable[[str], str],
         counters: dict[str, int],
         *,
-        url: str,
         maxlen: int,
         window_ms: int,
     ) -> None:
-        self._client = client
+        self._handle = handle
         self._key = key
         self._counters = counters
-        self._url = url
         self._maxlen = maxlen
         self._window_ms = window_ms
+        self._queue: deque[_Item] = deque()
+        self._batch: list[_Item] = []  # the batch in flight
+        self._queued = asyncio.Event()
         self._failing = False
+        self._loop = BackgroundLoop("enginescope-redis-publisher", self._flush)
 
     async def publish(self, user_id: str, event: Mapping[str, Any]) -> int:
         """Append ``event`` to ``user_id``'s stream; 1 if Redis took it, else 0."""
         try:
-            payload = json.dumps(dict(event), default=str, separators=(",", ":"))
-        except (TypeError, ValueError):
+            key = self._key(user_id).encode()
+            payload = json.dumps(dict(event), default=str, separators=(",", ":")).encode()
+        except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
             self._counters["undelivered_unencodable"] += 1
-            logger.warning("Agent event is not JSON-encodable; dropped", extra={"user_id": user_id})
+            logger.warning(
+                "Agent event (or its user id) cannot be encoded; dropped",
+                extra={"user_id": repr(user_id)},
+            )
             return 0
-        return await self._append(user_id, payload)
+        result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.append((user_id, key, payload, result))
+        self._queued.set()
+        self._loop.start()
+        return await result
 
-    async def _append(self, user_id: str, payload: str) -> int:
-        key = self._key(user_id)
+    async def _flush(self) -> None:
+        await self._queued.wait()
+        self._queued.clear()
+        while self._queue:
+            count = min(len(self._queue), _BATCH)
+            self._batch = [self._queue.popleft() for _ in range(count)]
+            results = await self._send(self._batch)
+            for (_, _, _, future), result in zip(self._batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+            self._batch = []
+
+    async def _send(self, batch: list[_Item]) -> list[int]:
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.xadd(key, {FIELD: payload}, maxlen=self._maxlen, approximate=True)
-                pipe.pexpire(key, self._window_ms)
-                await pipe.execute()
+            replies = await self._pipeline(batch)
         except REDIS_ERRORS as error:
-            self._failed(user_id, error)
-            return 0
+            self._failed(batch, error)
+            return [0] * len(batch)
+        results = [0 if isinstance(reply, Exception) else 1 for reply in replies[: len(batch)]]
+        self._counters["published"] += sum(results)
+        self._counters["undelivered_rejected"] += len(batch) - sum(results)
         if self._failing:
             self._failing = False
             logger.info(
-                "Publishing agent events to Redis works again", extra={"redis_url": self._url}
+                "Publishing agent events to Redis works again",
+                extra={"redis_url": self._handle.url},
             )
-        self._counters["published"] += 1
-        return 1
+        return results
 
-    def _failed(self, user_id: str, error: BaseException) -> None:
-        self._counters["undelivered_redis_down"] += 1
+    async def _pipeline(self, batch: list[_Item]) -> list[Any]:
+        async with self._handle.turn(), self._handle.client.pipeline(transaction=False) as pipe:
+            for _, key, payload, _ in batch:
+                pipe.xadd(key, {FIELD: payload}, maxlen=self._maxlen, approximate=True)
+            for key in dict.fromkeys(item[1] for item in batch):
+                pipe.pexpire(key, self._window_ms)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            return replies
+
+    def _failed(self, batch: list[_Item], error: BaseException) -> None:
+        exhausted = isinstance(error, PoolExhaustedError)
+        counter = "undelivered_pool_exhausted" if exhausted else "undelivered_redis_down"
+        self._counters[counter] += len(batch)
         level = logging.DEBUG if self._failing else logging.WARNING
         self._failing = True
+        why = "the connection pool is exhausted" if exhausted else "Redis is unreachable"
         logger.log(
             level,
-            "Agent event not delivered: Redis is unreachable at %s (%s)",
-            self._url,
+            "%d agent events not delivered: %s at %s (%s)",
+            len(batch),
+            why,
+            self._handle.url,
             describe_error(error),
-            extra={"user_id": user_id, "redis_url": self._url},
+            extra={"user_id": batch[0][0], "redis_url": self._handle.url},
         )
+
+    async def aclose(self) -> None:
+        """Stop the flusher; events it had not sent are counted undelivered (0)."""
+        await self._loop.aclose()
+        for _, _, _, future in (*self._batch, *self._queue):
+            if not future.done():
+                self._counters["undelivered_closed"] += 1
+                future.set_result(0)
+        self._batch = []
+        self._queue.clear()

@@ -1,18 +1,27 @@
-"""The socket a Redis bridge registers with its local bridge: it skips what its client has.
+"""De-duplication: what a socket (or a replica) must not send twice (not API).
 
-Not API: :class:`~enginescope.engines.redis.RedisWebSocketBridge` wraps each socket it is
-given in a :class:`StreamSocket`.
+- :class:`StreamSocket` wraps each socket a Redis bridge registers: it skips stream
+  entries at or before its position, so a socket joining or rewinding a stream other
+  sockets read never gets an entry twice.
+- :class:`RecentEvents` remembers, per user, the identity of recent events (``run_id``,
+  ``seq``, ``timestamp``) and the entry that first carried it: a later entry with the
+  same identity is a publish retried after a lost reply (Redis appended it twice), and the
+  reader drops it for every socket.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Final
 
 from ..bridge import SocketLike
 from ._stream_ids import StreamId, parse_stream_id
 
-__all__ = ["StreamSocket"]
+__all__ = ["RecentEvents", "StreamSocket"]
+
+_REMEMBERED: Final = 32  # identities kept per user: a retry lands within a few entries
+
+Identity = tuple[str, int, str]
 
 
 class StreamSocket:
@@ -56,3 +65,37 @@ class StreamSocket:
             result = close(code=code)
             if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
                 await result
+
+
+def _identity(event: dict[str, Any]) -> Identity | None:
+    run_id, seq, timestamp = event.get("run_id"), event.get("seq"), event.get("timestamp")
+    if isinstance(run_id, str) and type(seq) is int and isinstance(timestamp, str):
+        return run_id, seq, timestamp
+    return None
+
+
+class RecentEvents:
+    """Per user: the last :data:`_REMEMBERED` event identities and their first entry."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[str, dict[Identity, StreamId]] = {}
+
+    def is_repeat(self, user_id: str, event: dict[str, Any], position: StreamId) -> bool:
+        """Whether ``event`` (at ``position``) repeats an earlier entry of the user's stream."""
+        identity = _identity(event)
+        if identity is None:
+            return False
+        seen = self._seen.setdefault(user_id, {})
+        first = seen.get(identity)
+        if first is not None:
+            return first < position
+        seen[identity] = position
+        if len(seen) > _REMEMBERED:
+            del seen[next(iter(seen))]
+        return False
+
+    def forget(self, user_id: str) -> None:
+        """Drop what is remembered of ``user_id`` (no longer followed)."""
+        self._seen.pop(user_id, None)

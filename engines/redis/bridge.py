@@ -25,12 +25,11 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any, Final
 
-import redis.asyncio as aioredis
-
 from .._lifecycle import check_positive
 from ..bridge import AgentWebSocketBridge, Connection, SocketLike
 from ..errors import BridgeClosedError, BridgeConfigError, WebSocketBridgeError
-from ._client import connect, describe
+from ._client import ClientHandle, PoolOptions, RedisClient
+from ._keys import BUCKETS, bucket, encode_id, user_key
 from ._publisher import Publisher
 from ._reader import StreamReader
 from ._socket import StreamSocket
@@ -41,13 +40,18 @@ __all__ = ["RedisWebSocketBridge"]
 _COUNTERS: Final = (
     "published",
     "undelivered_redis_down",
+    "undelivered_pool_exhausted",
+    "undelivered_rejected",
     "undelivered_unencodable",
     "undelivered_closed",
     "read",
     "delivered",
     "replayed",
     "duplicates_skipped",
+    "repeats_dropped",
     "isolation_drops",
+    "stream_errors",
+    "entry_errors",
     "reader_errors",
 )
 _setting = partial(check_positive, error=BridgeConfigError)
@@ -56,15 +60,20 @@ _setting = partial(check_positive, error=BridgeConfigError)
 class RedisWebSocketBridge:
     """A :class:`~enginescope.engines.bridge.WebSocketBridge` shared by replicas via Redis.
 
-    ``client`` is a ``redis.asyncio.Redis`` (yours: not closed here) or a URL (built and
-    closed by :meth:`aclose`). Its socket timeout must exceed ``block_ms``. ``local`` holds
-    this replica's sockets (a fresh :class:`AgentWebSocketBridge` by default, closed with
-    this bridge; one you pass is left open).
+    ``client`` is a ``redis.asyncio.Redis`` or ``RedisCluster`` (yours: not closed here)
+    or a URL (a client is built, with at most ``max_connections`` pooled connections, per
+    node with ``cluster=True``, each call waiting up to ``pool_timeout_seconds`` for one,
+    and closed by :meth:`aclose`). Its socket timeout must exceed ``block_ms``. ``local``
+    holds this replica's sockets (a fresh :class:`AgentWebSocketBridge` by default, closed
+    with this bridge; one you pass is left open).
+
+    A replica publishes over one connection (events queued meanwhile go out as one
+    pipeline) and reads over one (one per key bucket in a cluster).
     """
 
     def __init__(
         self,
-        client: aioredis.Redis | str,
+        client: RedisClient | str,
         *,
         local: AgentWebSocketBridge | None = None,
         stream_maxlen: int = 1000,
@@ -72,43 +81,53 @@ class RedisWebSocketBridge:
         key_prefix: str = "enginescope",
         block_ms: int = 1000,
         read_count: int = 256,
+        max_connections: int = 50,
+        pool_timeout_seconds: float = 5.0,
+        cluster: bool = False,
     ) -> None:
         for field, value in (
             ("stream_maxlen", stream_maxlen),
             ("block_ms", block_ms),
             ("read_count", read_count),
+            ("max_connections", max_connections),
         ):
             _setting(field, value, integer=True)
         _setting("replay_window_seconds", replay_window_seconds)
-        self._client, self._owns_client = connect(client, socket_timeout=block_ms / 1000 + 5.0)
-        self._url = describe(self._client)
+        _setting("pool_timeout_seconds", pool_timeout_seconds)
+        self._handle = ClientHandle(
+            client,
+            socket_timeout=block_ms / 1000 + 5.0,
+            pool=PoolOptions(max_connections, pool_timeout_seconds, cluster),
+        )
+        self._url = self._handle.url
         self._owns_local = local is None
         self._local = local if local is not None else AgentWebSocketBridge()
         self._prefix = key_prefix
         self._closed = False
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self._publisher = Publisher(
-            self._client,
+            self._handle,
             self.key,
             self._counters,
-            url=self._url,
             maxlen=stream_maxlen,
             window_ms=max(1, round(replay_window_seconds * 1000)),
         )
-        self._reader = StreamReader(
-            self._client,
-            self._local,
-            self.key,
-            self._counters,
-            url=self._url,
-            block_ms=block_ms,
-            read_count=read_count,
-        )
+        self._readers = [
+            StreamReader(
+                self._handle,
+                self._local,
+                self._counters,
+                name=f"enginescope-redis-reader-{index}",
+                block_ms=block_ms,
+                read_count=read_count,
+            )
+            for index in range(BUCKETS if self._handle.cluster else 1)
+        ]
 
     def __repr__(self) -> str:
         return (
             f"<RedisWebSocketBridge url={self._url!r} "
-            f"followed_users={len(self._reader.cursors)} "
+            f"followed_users={self._followed_users()} "
             f"connections={self._local.connection_count()} closed={self._closed}>"
         )
 
@@ -134,9 +153,20 @@ class RedisWebSocketBridge:
 
     is_closed = closed
 
+    @property
+    def cluster(self) -> bool:
+        """Whether the bridge talks to a Redis Cluster."""
+        return self._handle.cluster
+
     def key(self, user_id: str) -> str:
         """The Redis key of ``user_id``'s event stream."""
-        return f"{self._prefix}:events:{user_id}"
+        return user_key(self._prefix, "events", user_id, cluster=self._handle.cluster)
+
+    def _reader_for(self, user_id: str) -> StreamReader:
+        return self._readers[bucket(user_id, cluster=self._handle.cluster)]
+
+    def _followed_users(self) -> int:
+        return sum(len(reader.cursors) for reader in self._readers)
 
     # -- publishing ------------------------------------------------------------------
 
@@ -165,10 +195,12 @@ class RedisWebSocketBridge:
         if self._closed:
             raise BridgeClosedError
         position = None if resume_from is None else parse_stream_id(resume_from)
+        key = encode_id("user_id", self.key(user_id))
         stream_socket = StreamSocket(socket, self._counters)
         connection = self._local.register_connection(user_id, stream_socket)
-        self._reader.start()
-        self._reader.join(connection, stream_socket, position)
+        reader = self._reader_for(user_id)
+        reader.start()
+        reader.join(connection, stream_socket, key, position)
         return connection
 
     async def connect(
@@ -195,7 +227,8 @@ class RedisWebSocketBridge:
                 f"{connection!r} was not registered through this RedisWebSocketBridge; "
                 "register it with bridge.register_connection() or bridge.connect()."
             )
-        joined = asyncio.ensure_future(self._reader.wait_joined(connection, socket))
+        reader = self._reader_for(connection.user_id)
+        joined = asyncio.ensure_future(reader.wait_joined(connection, socket))
         closed = asyncio.ensure_future(connection.wait_closed())
         try:
             await asyncio.wait((joined, closed), return_when=asyncio.FIRST_COMPLETED)
@@ -217,13 +250,15 @@ class RedisWebSocketBridge:
         """Start the reader task; idempotent (registering a connection also starts it)."""
         if self._closed:
             raise BridgeClosedError
-        self._reader.start()
+        self._readers[0].start()
 
     async def flush(self, user_id: str | None = None) -> None:
         """Wait until every event published so far (to ``user_id``, or to the users this
         replica follows) was read and sent to the local sockets (while Redis is down: only
         what was already read)."""
-        await self._reader.flush(user_id)
+        readers = self._readers if user_id is None else [self._reader_for(user_id)]
+        for reader in readers:
+            await reader.flush(user_id)
         await self._local.flush(user_id)
 
     async def aclose(self) -> None:
@@ -231,12 +266,13 @@ class RedisWebSocketBridge:
         if self._closed:
             return
         self._closed = True
-        await self._reader.aclose()
+        await self._publisher.aclose()
+        for reader in self._readers:
+            await reader.aclose()
         try:
             await self._close_connections()
         finally:
-            if self._owns_client:
-                await self._client.aclose()
+            await self._handle.aclose()
 
     close = aclose
     """The same as :meth:`aclose`."""
@@ -245,11 +281,12 @@ class RedisWebSocketBridge:
         if self._owns_local:
             await self._local.aclose()
             return
-        for user_id in tuple(self._reader.cursors):
-            for connection in self._local.connections_for(user_id):
-                if isinstance(connection.socket, StreamSocket):
-                    self._local.unregister_connection(connection)
-        self._reader.cursors.clear()
+        for reader in self._readers:
+            for user_id in tuple(reader.cursors):
+                for connection in self._local.connections_for(user_id):
+                    if isinstance(connection.socket, StreamSocket):
+                        self._local.unregister_connection(connection)
+            reader.cursors.clear()
 
     def get_metrics(self) -> dict[str, Any]:
         """The local bridge's metrics (same keys as :class:`AgentWebSocketBridge`), plus
@@ -261,8 +298,8 @@ class RedisWebSocketBridge:
         return {
             **self._local.get_metrics(),
             **self._counters,
-            "followed_users": len(self._reader.cursors),
-            "pending_joins": len(self._reader.joins),
-            "reader_running": self._reader.running,
+            "followed_users": self._followed_users(),
+            "pending_joins": sum(len(reader.joins) for reader in self._readers),
+            "reader_running": any(reader.running for reader in self._readers),
             "redis_url": self._url,
         }

@@ -17,18 +17,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 from typing import Any, Final
-
-import redis.asyncio as aioredis
 
 from .._lifecycle import BackgroundLoop, Backoff, check_positive
 from ..errors import (
     ExecutionEngineFactoryError,
     SlotLedgerConfigError,
+    SlotLedgerPoolExhaustedError,
     SlotLedgerUnavailableError,
     UserEngineLimitError,
 )
-from ._client import REDIS_ERRORS, connect, describe, describe_error, log_failure
+from ._client import (
+    REDIS_ERRORS,
+    ClientHandle,
+    PoolExhaustedError,
+    PoolOptions,
+    RedisClient,
+    describe_error,
+    log_failure,
+)
+from ._keys import bucket, encode_id, user_key
 from ._scripts import ACQUIRE, RENEW
 
 __all__ = ["RedisSlotLedger"]
@@ -42,9 +51,11 @@ _Slot = tuple[str, str]  # (user_id, slot_id)
 class RedisSlotLedger:
     """A :class:`~enginescope.engines.slots.SlotLedger` shared by replicas through Redis.
 
-    ``client`` is a ``redis.asyncio.Redis`` (yours: not closed here) or a URL (a client is
-    built and closed by :meth:`aclose`). Leases last ``lease_ttl_seconds`` and are renewed
-    every ``heartbeat_interval_seconds`` (default: a third of the TTL).
+    ``client`` is a ``redis.asyncio.Redis`` or ``RedisCluster`` (yours: not closed here)
+    or a URL (a client is built, with at most ``max_connections`` pooled connections, per
+    node with ``cluster=True``, each call waiting up to ``pool_timeout_seconds`` for one,
+    and closed by :meth:`aclose`). Leases last ``lease_ttl_seconds`` and are renewed every
+    ``heartbeat_interval_seconds`` (default: a third of the TTL).
     """
 
     immediate = False
@@ -52,20 +63,29 @@ class RedisSlotLedger:
 
     def __init__(
         self,
-        client: aioredis.Redis | str,
+        client: RedisClient | str,
         *,
         lease_ttl_seconds: float = 30.0,
         heartbeat_interval_seconds: float | None = None,
         key_prefix: str = "enginescope",
+        max_connections: int = 50,
+        pool_timeout_seconds: float = 5.0,
+        cluster: bool = False,
     ) -> None:
-        ttl = check_positive("lease_ttl_seconds", lease_ttl_seconds, error=SlotLedgerConfigError)
+        setting = partial(check_positive, error=SlotLedgerConfigError)
+        ttl = setting("lease_ttl_seconds", lease_ttl_seconds)
         interval = ttl / 3 if heartbeat_interval_seconds is None else heartbeat_interval_seconds
-        self._interval = check_positive(
-            "heartbeat_interval_seconds", interval, error=SlotLedgerConfigError
-        )
+        self._interval = setting("heartbeat_interval_seconds", interval)
+        setting("max_connections", max_connections, integer=True)
+        setting("pool_timeout_seconds", pool_timeout_seconds)
         self._ttl_ms = max(1, round(ttl * 1000))
-        self._client, self._owns_client = connect(client, socket_timeout=max(5.0, ttl / 2))
-        self._url = describe(self._client)
+        self._handle = ClientHandle(
+            client,
+            socket_timeout=max(5.0, ttl / 2),
+            pool=PoolOptions(max_connections, pool_timeout_seconds, cluster),
+        )
+        self._client = self._handle.client
+        self._url = self._handle.url
         self._prefix = key_prefix
         self._acquire = self._client.register_script(ACQUIRE)
         self._renew = self._client.register_script(RENEW)
@@ -89,6 +109,7 @@ class RedisSlotLedger:
                 "released",
                 "release_errors",
                 "unavailable_errors",
+                "pool_exhausted_errors",
                 "heartbeats",
                 "heartbeat_errors",
                 "leases_restored",
@@ -115,9 +136,14 @@ class RedisSlotLedger:
 
     is_closed = closed
 
+    @property
+    def cluster(self) -> bool:
+        """Whether the ledger talks to a Redis Cluster."""
+        return self._handle.cluster
+
     def key(self, user_id: str) -> str:
         """The Redis key of ``user_id``'s slot set."""
-        return f"{self._prefix}:slots:{user_id}"
+        return user_key(self._prefix, "slots", user_id, cluster=self._handle.cluster)
 
     # -- acquire / release -----------------------------------------------------------
 
@@ -126,13 +152,17 @@ class RedisSlotLedger:
 
         Raises :class:`UserEngineLimitError` when the user holds ``limit`` live leases
         across all replicas, and :class:`SlotLedgerUnavailableError` when Redis cannot be
-        reached. If the call is cancelled after the script may have run, the slot is
-        released (shielded) before the cancellation propagates.
+        reached (:class:`SlotLedgerPoolExhaustedError` when Redis is up but every pooled
+        connection stayed busy). An id Redis cannot store is an ``InvalidContextError``.
+        If the call is cancelled after the script may have run, the slot is released
+        (shielded) before the cancellation propagates.
         """
         if self._closed:
             raise ExecutionEngineFactoryError(
                 "RedisSlotLedger is closed (its factory was shut down); build a new ledger."
             )
+        encode_id("user_id", user_id)
+        encode_id("slot_id", slot_id)
         count = await self._run_acquire(user_id, slot_id, limit)
         if count < 0:
             self._counters["refused"] += 1
@@ -144,12 +174,16 @@ class RedisSlotLedger:
 
     async def _run_acquire(self, user_id: str, slot_id: str, limit: int) -> int:
         try:
-            result = await self._acquire(
-                keys=[self.key(user_id)], args=[slot_id, limit, self._ttl_ms]
-            )
+            async with self._handle.turn():
+                result = await self._acquire(
+                    keys=[self.key(user_id)], args=[slot_id, limit, self._ttl_ms]
+                )
         except asyncio.CancelledError:
             await self._release_after_cancel(user_id, slot_id)
             raise
+        except PoolExhaustedError as error:
+            self._counters["pool_exhausted_errors"] += 1
+            raise SlotLedgerPoolExhaustedError(user_id, self._url, str(error)) from error
         except REDIS_ERRORS as error:
             self._counters["unavailable_errors"] += 1
             raise SlotLedgerUnavailableError(user_id, self._url, describe_error(error)) from error
@@ -165,7 +199,8 @@ class RedisSlotLedger:
 
     async def _release_quietly(self, user_id: str, slot_id: str) -> None:
         try:
-            await self._client.zrem(self.key(user_id), slot_id)
+            async with self._handle.turn():
+                await self._client.zrem(self.key(user_id), slot_id)
         except REDIS_ERRORS as error:
             self._release_failed(user_id, slot_id, error)
 
@@ -178,7 +213,8 @@ class RedisSlotLedger:
         was_held = self._held.pop((user_id, slot_id), None) is not None
         self._unleased.discard((user_id, slot_id))
         try:
-            removed = int(await self._client.zrem(self.key(user_id), slot_id))
+            async with self._handle.turn():
+                removed = int(await self._client.zrem(self.key(user_id), slot_id))
         except REDIS_ERRORS as error:
             self._release_failed(user_id, slot_id, error)
             return was_held
@@ -218,17 +254,28 @@ class RedisSlotLedger:
         held = dict(self._held)
         slots = list(held)
         renewed = 0
-        for start in range(0, len(slots), _RENEW_BATCH):
-            renewed += await self._renew_batch(slots[start : start + _RENEW_BATCH], held)
+        for group in self._by_bucket(slots):
+            for start in range(0, len(group), _RENEW_BATCH):
+                renewed += await self._renew_batch(group[start : start + _RENEW_BATCH], held)
         self._counters["heartbeats"] += 1
         await self._forget_released_during(slots)
         return renewed
+
+    def _by_bucket(self, slots: list[_Slot]) -> list[list[_Slot]]:
+        """``slots`` grouped so that one script call touches one hash slot (in a cluster)."""
+        groups: dict[int, list[_Slot]] = {}
+        for slot in slots:
+            groups.setdefault(bucket(slot[0], cluster=self._handle.cluster), []).append(slot)
+        return list(groups.values())
 
     async def _renew_batch(self, batch: list[_Slot], held: dict[_Slot, int]) -> int:
         args: list[Any] = [self._ttl_ms]
         for slot in batch:
             args += [slot[1], held[slot]]
-        restored, lost = await self._renew(keys=[self.key(user) for user, _ in batch], args=args)
+        async with self._handle.turn():
+            restored, lost = await self._renew(
+                keys=[self.key(user) for user, _ in batch], args=args
+            )
         lost_slots = {batch[int(index) - 1] for index in lost}
         self._counters["leases_restored"] += int(restored)
         self._counters["leases_lost"] += len(lost_slots - self._unleased)
@@ -247,7 +294,7 @@ class RedisSlotLedger:
         stale = [slot for slot in slots if slot not in self._held]
         if not stale:
             return
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with self._handle.turn(), self._client.pipeline(transaction=False) as pipe:
             for user_id, slot_id in stale:
                 pipe.zrem(self.key(user_id), slot_id)
             await pipe.execute()
@@ -265,8 +312,7 @@ class RedisSlotLedger:
         finally:
             if self._releases:
                 await asyncio.wait(tuple(self._releases))
-            if self._owns_client:
-                await self._client.aclose()
+            await self._handle.aclose()
 
     async def _release_all(self) -> None:
         held, self._held = list(self._held), {}
@@ -274,7 +320,7 @@ class RedisSlotLedger:
         if not held:
             return
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self._handle.turn(), self._client.pipeline(transaction=False) as pipe:
                 for user_id, slot_id in held:
                     pipe.zrem(self.key(user_id), slot_id)
                 await pipe.execute()

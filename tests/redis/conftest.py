@@ -6,6 +6,8 @@ Skipped (with the reason) only when the ``redis-server`` binary is not installed
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -201,3 +203,93 @@ async def make_replica(redis_url: str, registry: AgentRegistry) -> AsyncIterator
     finally:
         for replica in reversed(replicas):
             await replica.close()
+
+
+class ReplyDroppingProxy:
+    """A TCP proxy in front of Redis that can lose one reply, as a dropped network would.
+
+    ``drop_reply_to(b"XADD")`` arms it: the next request containing that command reaches
+    Redis (which runs it), but its reply never comes back and the client's connection is
+    cut, so the client sees a dropped connection after the command took effect.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self.dropped = 0
+        self._marker: bytes | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return (
+            f"<ReplyDroppingProxy port={self.port} -> {self.upstream_port} dropped={self.dropped}>"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def drop_reply_to(self, command: bytes) -> None:
+        self._marker = command.upper()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in tuple(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        upstream_reader, upstream_writer = await asyncio.open_connection(
+            "127.0.0.1", self.upstream_port
+        )
+        muted = asyncio.Event()  # set once this connection's replies are to be lost
+        replies = asyncio.ensure_future(self._replies(upstream_reader, writer, muted))
+        try:
+            while data := await reader.read(65536):
+                if self._marker is not None and self._marker in data.upper():
+                    self._marker = None
+                    muted.set()
+                    upstream_writer.write(data)
+                    await upstream_writer.drain()
+                    await asyncio.sleep(0.05)  # Redis runs the command meanwhile
+                    self.dropped += 1
+                    break
+                upstream_writer.write(data)
+                await upstream_writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            replies.cancel()
+            writer.transport.abort()
+            upstream_writer.transport.abort()
+            self._tasks.discard(task)
+
+    @staticmethod
+    async def _replies(
+        upstream: asyncio.StreamReader, writer: asyncio.StreamWriter, muted: asyncio.Event
+    ) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await upstream.read(65536):
+                if not muted.is_set():
+                    writer.write(data)
+                    await writer.drain()
+
+
+@pytest_asyncio.fixture
+async def reply_dropping_proxy(redis_server: RedisServer) -> AsyncIterator[ReplyDroppingProxy]:
+    """A :class:`ReplyDroppingProxy` in front of this test's redis-server."""
+    proxy = ReplyDroppingProxy(redis_server.port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.aclose()
