@@ -1,8 +1,9 @@
 """Publishing: agent events become entries of their users' Redis streams (not API).
 
-Events wait in one queue; a single flusher sends everything queued as one pipeline
-(``XADD ... MAXLEN ~`` per event, one ``PEXPIRE`` per stream), so a replica publishes
-over one connection however many runs it has, and a user's events keep their order.
+Events wait in one queue; a single flusher sends everything queued as one call of the
+``PUBLISH`` script (``XADD ... MAXLEN ~`` per event, one ``PEXPIRE`` per stream; in a
+cluster, one call per key bucket), so a replica publishes over one connection however
+many runs it has, and a user's events keep their order.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any, Final
 
 from .._lifecycle import BackgroundLoop
 from ._client import REDIS_ERRORS, ClientHandle, PoolExhaustedError, describe_error
+from ._keys import bucket
+from ._scripts import PUBLISH
 
 __all__ = ["FIELD", "Publisher"]
 
@@ -27,6 +30,7 @@ FIELD: Final = "event"
 _BATCH: Final = 1000  # events per pipeline at most
 
 _Item = tuple[str, bytes, bytes, "asyncio.Future[int]"]  # user id, key, payload, result
+_FIELD_BYTES: Final = FIELD.encode()
 
 
 class Publisher:
@@ -54,6 +58,7 @@ class Publisher:
         self._batch: list[_Item] = []  # the batch in flight
         self._queued = asyncio.Event()
         self._failing = False
+        self._script = handle.client.register_script(PUBLISH)
         self._loop = BackgroundLoop("enginescope-redis-publisher", self._flush)
 
     async def publish(self, user_id: str, event: Mapping[str, Any]) -> int:
@@ -88,11 +93,10 @@ class Publisher:
 
     async def _send(self, batch: list[_Item]) -> list[int]:
         try:
-            replies = await self._pipeline(batch)
-        except REDIS_ERRORS as error:
+            results = await self._append(batch)
+        except Exception as error:  # noqa: BLE001 - send_to_user never raises
             self._failed(batch, error)
             return [0] * len(batch)
-        results = [0 if isinstance(reply, Exception) else 1 for reply in replies[: len(batch)]]
         self._counters["published"] += sum(results)
         self._counters["undelivered_rejected"] += len(batch) - sum(results)
         if self._failing:
@@ -103,17 +107,31 @@ class Publisher:
             )
         return results
 
-    async def _pipeline(self, batch: list[_Item]) -> list[Any]:
-        async with self._handle.turn(), self._handle.client.pipeline(transaction=False) as pipe:
-            for _, key, payload, _ in batch:
-                pipe.xadd(key, {FIELD: payload}, maxlen=self._maxlen, approximate=True)
-            for key in dict.fromkeys(item[1] for item in batch):
-                pipe.pexpire(key, self._window_ms)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-            return replies
+    async def _append(self, batch: list[_Item]) -> list[int]:
+        """One script call (per key bucket in a cluster); one flag per event."""
+        if not self._handle.cluster:
+            return await self._call(batch)
+        groups: dict[int, list[int]] = {}
+        for index, item in enumerate(batch):
+            groups.setdefault(bucket(item[0], cluster=True), []).append(index)
+        flags = await asyncio.gather(*(self._call([batch[i] for i in g]) for g in groups.values()))
+        results = [0] * len(batch)
+        for indexes, group_flags in zip(groups.values(), flags, strict=True):
+            for index, flag in zip(indexes, group_flags, strict=True):
+                results[index] = flag
+        return results
+
+    async def _call(self, batch: list[_Item]) -> list[int]:
+        args: list[bytes | int] = [self._maxlen, self._window_ms, _FIELD_BYTES]
+        args += [item[2] for item in batch]
+        async with self._handle.turn():
+            flags = await self._script(keys=[item[1] for item in batch], args=args)
+        return [int(flag) for flag in flags]
 
     def _failed(self, batch: list[_Item], error: BaseException) -> None:
         exhausted = isinstance(error, PoolExhaustedError)
+        if not exhausted and not isinstance(error, REDIS_ERRORS):  # pragma: no cover - a bug
+            logger.error("Publishing agent events failed unexpectedly", exc_info=error)
         counter = "undelivered_pool_exhausted" if exhausted else "undelivered_redis_down"
         self._counters[counter] += len(batch)
         level = logging.DEBUG if self._failing else logging.WARNING

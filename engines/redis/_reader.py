@@ -24,7 +24,7 @@ from ..bridge import AgentWebSocketBridge, Connection
 from ._client import UNAVAILABLE_ERRORS, ClientHandle, describe_error, log_failure, stream_entries
 from ._publisher import FIELD
 from ._socket import RecentEvents, StreamSocket
-from ._stream_ids import START, StreamId, format_stream_id, parse_stream_id
+from ._stream_ids import START, StreamId, entry_position, format_stream_id
 
 __all__ = ["StreamReader"]
 
@@ -198,7 +198,7 @@ class StreamReader:
 
     async def _latest(self, key: bytes) -> StreamId:
         entries = stream_entries(await self._handle.client.xrevrange(key, count=1))
-        return parse_stream_id(_text(entries[0][0])) if entries else START
+        return entry_position(_text(entries[0][0])) if entries else START
 
     # -- reading ---------------------------------------------------------------------
 
@@ -292,7 +292,7 @@ class StreamReader:
         self, user_id: str, entry_id: str, fields: Mapping[Any, Any]
     ) -> dict[str, Any] | None:
         """The event to deliver from an entry the reader reached (``None``: skip it)."""
-        position = parse_stream_id(entry_id)
+        position = entry_position(entry_id)
         self.cursors[user_id] = position
         self._counters["read"] += 1
         event = _decode(fields)

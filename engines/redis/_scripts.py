@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ACQUIRE", "RENEW"]
+__all__ = ["ACQUIRE", "PUBLISH", "RENEW"]
 
 _NOW = """
 local t = redis.call('TIME')
@@ -71,3 +71,25 @@ end
 return {restored, lost}
 """
 )
+
+# KEYS: the stream of each event, in publishing order (a stream may repeat);
+# ARGV: maxlen, window (ms), the stream entry field, then one payload per key.
+# Appends each event (XADD MAXLEN ~), then sets each stream's expiry once; returns one
+# flag per event: 1 appended, 0 refused (a key of another type, say).
+PUBLISH: Final = """
+local maxlen, window, field = ARGV[1], ARGV[2], ARGV[3]
+local appended, streams = {}, {}
+for i, key in ipairs(KEYS) do
+  local id = redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, '*', field, ARGV[3 + i])
+  if type(id) == 'table' and id.err then
+    appended[i] = 0
+  else
+    appended[i] = 1
+    streams[key] = true
+  end
+end
+for key in pairs(streams) do
+  redis.call('PEXPIRE', key, window)
+end
+return appended
+"""

@@ -15,7 +15,7 @@ import asyncio
 from typing import Any, Final
 
 from ..bridge import SocketLike
-from ._stream_ids import StreamId, parse_stream_id
+from ._stream_ids import StreamId, entry_position
 
 __all__ = ["RecentEvents", "StreamSocket"]
 
@@ -51,7 +51,7 @@ class StreamSocket:
 
     async def send_json(self, data: Any) -> None:
         await self.subscribed.wait()
-        entry = parse_stream_id(data["stream_id"])
+        entry = entry_position(data["stream_id"])
         if self.position is not None and entry <= self.position:
             self._counters["duplicates_skipped"] += 1
             return

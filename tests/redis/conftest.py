@@ -208,7 +208,7 @@ async def make_replica(redis_url: str, registry: AgentRegistry) -> AsyncIterator
 class ReplyDroppingProxy:
     """A TCP proxy in front of Redis that can lose one reply, as a dropped network would.
 
-    ``drop_reply_to(b"XADD")`` arms it: the next request containing that command reaches
+    ``drop_reply_to(b'"step":1')`` arms it: the next request containing those bytes reaches
     Redis (which runs it), but its reply never comes back and the client's connection is
     cut, so the client sees a dropped connection after the command took effect.
     """
@@ -230,8 +230,8 @@ class ReplyDroppingProxy:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def drop_reply_to(self, command: bytes) -> None:
-        self._marker = command.upper()
+    def drop_reply_to(self, marker: bytes) -> None:
+        self._marker = marker
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -255,7 +255,7 @@ class ReplyDroppingProxy:
         replies = asyncio.ensure_future(self._replies(upstream_reader, writer, muted))
         try:
             while data := await reader.read(65536):
-                if self._marker is not None and self._marker in data.upper():
+                if self._marker is not None and self._marker in data:
                     self._marker = None
                     muted.set()
                     upstream_writer.write(data)

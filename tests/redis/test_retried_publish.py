@@ -31,7 +31,8 @@ class TestRetriedPublish:
         reply_dropping_proxy: ReplyDroppingProxy,
         redis_client: aioredis.Redis,
     ) -> None:
-        """Redis ran the XADD, the reply was lost, the client retried: the socket gets it once."""
+        """Redis appended the event, the reply was lost, the client retried: the socket gets
+        it once."""
         receiver = RedisWebSocketBridge(redis_url)
         publisher = RedisWebSocketBridge(reply_dropping_proxy.url)
         socket = FakeSocket()
@@ -39,7 +40,7 @@ class TestRetriedPublish:
             await receiver.connect("u-1", socket)
             emitter = UserWebSocketEmitter("u-1", "t", "run-1", publisher)
             await emitter.notify_agent_thinking("agent", "x", step=0)
-            reply_dropping_proxy.drop_reply_to(b"XADD")
+            reply_dropping_proxy.drop_reply_to(b'"step":1')
             await emitter.notify_agent_thinking("agent", "x", step=1)
             await emitter.notify_agent_thinking("agent", "x", step=2)
             await receiver.flush()
@@ -63,7 +64,7 @@ class TestRetriedPublish:
         socket = FakeSocket()
         try:
             emitter = UserWebSocketEmitter("u-1", "t", "run-1", publisher)
-            reply_dropping_proxy.drop_reply_to(b"XADD")
+            reply_dropping_proxy.drop_reply_to(b'"step":1')
             for step in range(3):
                 await emitter.notify_agent_thinking("agent", "x", step=step)
             assert 4 == await redis_client.xlen(receiver.key("u-1"))
