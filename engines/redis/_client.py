@@ -126,7 +126,7 @@ class PoolOptions:
 class ClientHandle:
     """The Redis client a component uses, where it points, and whether we close it."""
 
-    __slots__ = ("_gate", "client", "cluster", "owned", "url")
+    __slots__ = ("_gate", "_ready", "_ready_lock", "client", "cluster", "owned", "url")
 
     def __init__(self, client: RedisClient | str, *, socket_timeout: float, pool: PoolOptions):
         if isinstance(client, str):
@@ -137,13 +137,32 @@ class ClientHandle:
         self.cluster = isinstance(self.client, RedisCluster)
         self.url = describe(self.client)
         self._gate = _Gate(pool.max_connections, pool.timeout_seconds) if self.cluster else None
+        self._ready = not self.cluster
+        self._ready_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"<ClientHandle url={self.url!r} cluster={self.cluster} owned={self.owned}>"
 
-    def turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+    async def ready(self) -> None:
+        """Learn a cluster's topology once, before the first command: redis-py's cluster
+        client, first used by several commands at once, can hand one of them a
+        connection another is still opening."""
+        if self._ready:
+            return
+        async with self._ready_lock:
+            if not self._ready and isinstance(self.client, RedisCluster):
+                await self.client.initialize()
+            self._ready = True
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
         """Wait for a free connection (a cluster's gate; a plain client's pool waits itself)."""
-        return self._gate.turn() if self._gate is not None else contextlib.nullcontext()
+        if self._gate is None:
+            yield
+            return
+        await self.ready()
+        async with self._gate.turn():
+            yield
 
     async def aclose(self) -> None:
         """Close the client if we built it."""
@@ -167,8 +186,10 @@ def _build(url: str, socket_timeout: float, pool: PoolOptions) -> RedisClient:
         "retry": _retry(),
         "health_check_interval": 30,
     }
-    if pool.cluster:
-        return RedisCluster.from_url(url, max_connections=pool.max_connections, **options)
+    if pool.cluster:  # without full coverage, healthy primaries serve while one fails over
+        return RedisCluster.from_url(
+            url, max_connections=pool.max_connections, require_full_coverage=False, **options
+        )
     connection_pool = _WaitingPool.from_url(
         url, max_connections=pool.max_connections, timeout=pool.timeout_seconds, **options
     )

@@ -204,6 +204,7 @@ class StreamReader:
 
     async def _step(self) -> None:
         self._wake.clear()
+        await self._handle.ready()
         await self._apply_joins()
         await self._read_once()
 

@@ -61,6 +61,7 @@ class RedisServer:
         self.directory = directory
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self._extra: list[str] | None = None
 
     def __repr__(self) -> str:
         return f"<RedisServer port={self.port} running={self.running}>"
@@ -73,11 +74,13 @@ class RedisServer:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 10.0, extra: list[str] | None = None) -> None:
         """Start the server (empty: no persistence) and wait until it answers PING."""
         assert REDIS_SERVER is not None
         command = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"]
         command += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
+        command += extra or []
+        self._extra = extra
         self.process = subprocess.Popen(  # noqa: S603 - a fixed, trusted command line
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -293,3 +296,157 @@ async def reply_dropping_proxy(redis_server: RedisServer) -> AsyncIterator[Reply
         yield proxy
     finally:
         await proxy.aclose()
+
+
+REDIS_CLI = shutil.which("redis-cli")
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    while True:
+        port = _free_port()
+        if port >= 55535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+_CLUSTER_OPTIONS = (
+    "--cluster-enabled",
+    "yes",
+    "--cluster-node-timeout",
+    "1000",  # a dead primary is failed over within a few seconds
+    "--repl-diskless-sync-delay",
+    "0",  # replicas sync at once (a replica that never synced cannot take over)
+    "--cluster-require-full-coverage",
+    "no",  # the other primaries' slots are served while one primary fails over
+)
+
+
+class ClusterServers:
+    """A Redis Cluster on loopback: 3 primaries and 3 replicas, each a redis-server."""
+
+    def __init__(self, directory: Path, nodes: int = 6) -> None:
+        self.directory = directory
+        self.servers: list[RedisServer] = []
+        for index in range(nodes):
+            node_dir = directory / f"node-{index}"
+            node_dir.mkdir()
+            server = RedisServer(node_dir)
+            server.port = _free_cluster_port()
+            self.servers.append(server)
+
+    def __repr__(self) -> str:
+        return f"<ClusterServers ports={[s.port for s in self.servers]}>"
+
+    @property
+    def url(self) -> str:
+        """A seed node's URL (any node will do)."""
+        return self.servers[0].url
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start(extra=[*_CLUSTER_OPTIONS])
+        assert REDIS_CLI is not None
+        nodes = [f"127.0.0.1:{server.port}" for server in self.servers]
+        subprocess.run(  # noqa: S603 - a fixed, trusted command line
+            [REDIS_CLI, "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self.wait_ok()
+
+    def cli(self, server: RedisServer, *args: str) -> str:
+        assert REDIS_CLI is not None
+        done = subprocess.run(  # noqa: S603 - a fixed, trusted command line
+            [REDIS_CLI, "-p", str(server.port), *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return done.stdout
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Wait until every running node says cluster_state:ok and every replica is in
+        sync with its primary."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = self._running()
+            infos = [self.cli(s, "cluster", "info") for s in running]
+            replication = [self.cli(s, "info", "replication") for s in running]
+            replicas = [info for info in replication if "role:slave" in info]
+            if (
+                all("cluster_state:ok" in info for info in infos)
+                and replicas
+                and all("master_link_status:up" in info for info in replicas)
+            ):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the Redis cluster did not reach cluster_state:ok")
+
+    def primary_of(self, key: str) -> RedisServer:
+        """The server that is the primary for ``key``'s slot now."""
+        slot = int(self.cli(self.servers[0], "cluster", "keyslot", key).strip())
+        for line in self.cli(self._running()[0], "cluster", "nodes").splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            for part in fields[8:]:
+                low, _, high = part.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    port = int(fields[1].split(":")[1].split("@")[0])
+                    return next(s for s in self.servers if s.port == port)
+        raise LookupError(f"no primary serves slot {slot}")
+
+    def _running(self) -> list[RedisServer]:
+        return [server for server in self.servers if server.running]
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+def _cluster(directory: Path) -> ClusterServers:
+    if REDIS_CLI is None:
+        pytest.skip("redis-cli is not installed (it ships with redis-server)")
+    cluster = ClusterServers(directory)
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def shared_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterServers]:
+    """One Redis Cluster (3 primaries, 3 replicas) for a module's tests."""
+    cluster = _cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster(shared_redis_cluster: ClusterServers) -> ClusterServers:
+    """The module's cluster, emptied for this test (FLUSHALL on every primary)."""
+    for server in shared_redis_cluster.servers:
+        shared_redis_cluster.cli(server, "flushall")  # a replica refuses: it follows
+    return shared_redis_cluster
+
+
+@pytest.fixture
+def fresh_redis_cluster(tmp_path: Path) -> Iterator[ClusterServers]:
+    """A Redis Cluster of this test alone (to kill nodes of)."""
+    cluster = _cluster(tmp_path)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
