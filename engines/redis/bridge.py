@@ -2,10 +2,12 @@
 
 ``send_to_user`` appends the event to the user's stream ``{prefix}:events:{user_id}``
 (``XADD ... MAXLEN ~ stream_maxlen``; the key expires ``replay_window_seconds`` after the
-user's last event). Every replica runs one reader task that follows, with ``XREAD BLOCK``,
-the streams of the users connected to it and hands each entry to a local
-:class:`~enginescope.engines.bridge.AgentWebSocketBridge`, which owns the sockets (one
-bounded queue and sender per socket, as in one process).
+user's last event); events queued while a call is in flight go out together as one
+script call. Every replica runs one reader task (one per key bucket in a Redis Cluster)
+that follows, with ``XREAD BLOCK``, the streams of the users connected to it and hands
+each entry to a local :class:`~enginescope.engines.bridge.AgentWebSocketBridge`, which
+owns the sockets (one bounded queue and sender per socket, as in one process). An entry
+that repeats an earlier one (a publish retried after a lost reply) is dropped.
 
 Resume. Every event delivered by this bridge carries one extra key, ``stream_id``: the
 Redis stream entry id (``"1718000000000-0"``), increasing per user. A client that
