@@ -13,35 +13,54 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from enginescope.providers import Scoped, ScopeValue
+    from enginescope.providers import AsyncScoped, Scoped, ScopeValue
 
     from .captive import check_container_tree
     from .container import EngineContainer
-    from .errors import EngineContainerError, UnsupportedBackendError
+    from .errors import (
+        ContainerShutDownError,
+        EngineContainerError,
+        EngineContainerNotFoundError,
+        InvalidSettingsError,
+        UnsupportedBackendError,
+    )
+    from .lookup import find_engine_container
     from .scope import user_scope
-    from .settings import Backend, EngineSettings
+    from .settings import Backend, EngineSettings, as_engine_settings
 
 __all__ = [
+    "AsyncScoped",
     "Backend",
+    "ContainerShutDownError",
     "EngineContainer",
     "EngineContainerError",
+    "EngineContainerNotFoundError",
     "EngineSettings",
+    "InvalidSettingsError",
     "ScopeValue",
     "Scoped",
     "UnsupportedBackendError",
+    "as_engine_settings",
     "check_container_tree",
+    "find_engine_container",
     "user_scope",
 ]
 
 _HOMES = {
+    "AsyncScoped": "enginescope.providers",
     "Backend": ".settings",
+    "ContainerShutDownError": ".errors",
     "EngineContainer": ".container",
     "EngineContainerError": ".errors",
+    "EngineContainerNotFoundError": ".errors",
     "EngineSettings": ".settings",
+    "InvalidSettingsError": ".errors",
     "ScopeValue": "enginescope.providers",
     "Scoped": "enginescope.providers",
     "UnsupportedBackendError": ".errors",
+    "as_engine_settings": ".settings",
     "check_container_tree": ".captive",
+    "find_engine_container": ".lookup",
     "user_scope": ".scope",
 }
 

@@ -100,7 +100,6 @@ async def _redis_bridge(
 
 async def open_engine_factory(
     *,
-    before_start: object = None,
     settings: EngineSettings,
     websocket_bridge: WebSocketBridge,
     slot_ledger: SlotLedger,
@@ -110,10 +109,9 @@ async def open_engine_factory(
 ) -> AsyncIterator[ExecutionEngineFactory]:
     """Yield an ``ExecutionEngineFactory`` built from the settings; shut it down after.
 
-    ``before_start`` is ignored; it is injected first, so the container passes its captive
-    dependency check there and a misconfigured container fails before anything starts.
+    The container starts it through a ``FactoryResource``, which refuses captive
+    dependencies over the whole application container first.
     """
-    del before_start
     factory = ExecutionEngineFactory(
         websocket_bridge,
         database_session_manager=database_session_manager,

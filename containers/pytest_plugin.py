@@ -4,11 +4,22 @@ Fixtures for the tests of applications built on enginescope:
 
 - ``enginescope_bridge``: a :class:`~enginescope.engines.testing.RecordingBridge`.
 - ``make_user_context``: ``make_user_context("u-1", **fields)`` builds a valid context.
-- ``enginescope_settings``: the :class:`~enginescope.containers.EngineSettings` used by
-  ``enginescope_container`` (override this fixture to change limits or timeouts).
-- ``enginescope_container``: an :class:`~enginescope.containers.EngineContainer` whose
-  bridge is ``enginescope_bridge``, with resources started before the test and shut down
-  after it (async; needs pytest-asyncio). Override it to test your own container.
+- ``enginescope_settings``: the :class:`~enginescope.containers.EngineSettings` the
+  engine container gets (override this fixture to change limits or timeouts).
+- ``enginescope_app_container``: the container the fixtures configure; a fresh
+  :class:`~enginescope.containers.EngineContainer` unless you override it to return your
+  application's container (the one your app is built with). The engine container is
+  found in it (``providers.Container(EngineContainer)``).
+- ``enginescope_engines``: that engine container, its bridge set to ``enginescope_bridge``
+  and its settings to ``enginescope_settings`` for the test (reset after it), *not
+  started*: your app's lifespan starts and stops it. Use it with Starlette's sync
+  ``TestClient``: ``with TestClient(app) as client:`` runs the lifespan on the client's
+  own event loop, and every request and WebSocket runs there too.
+- ``enginescope_container``: ``enginescope_engines`` with its resources started on the
+  test's event loop before the test and shut down after it (async; needs
+  pytest-asyncio). Use it for async tests: ``in_user_scope``, or your app over httpx's
+  ``ASGITransport`` (which runs no lifespan). Do not mix it with a ``TestClient``, which
+  runs the app on another event loop.
 - ``in_user_scope``: ``async with in_user_scope("u-1") as engine:`` enters a user scope
   (a user id, a context or a mapping) and resolves that user's engine.
 
@@ -21,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, cast
 
 import pytest
@@ -48,8 +59,10 @@ def _async_fixture(function: _F) -> _F:
 
 __all__ = [
     "InUserScope",
+    "enginescope_app_container",
     "enginescope_bridge",
     "enginescope_container",
+    "enginescope_engines",
     "enginescope_settings",
     "in_user_scope",
     "make_user_context",
@@ -98,21 +111,42 @@ def enginescope_settings() -> EngineSettings:
     return EngineSettings()
 
 
-@_async_fixture
-async def enginescope_container(
-    enginescope_bridge: RecordingBridge, enginescope_settings: EngineSettings
-) -> AsyncIterator[EngineContainer]:
-    """An ``EngineContainer`` on the recording bridge, started for the test, then shut down."""
+@pytest.fixture
+def enginescope_app_container() -> Any:
+    """The container the fixtures configure: override it to return your app's container."""
     from enginescope.containers.container import EngineContainer  # noqa: PLC0415 - lazy plugin
 
-    container = EngineContainer()
-    container.settings.override(enginescope_settings)
-    container.websocket_bridge.override(enginescope_bridge)
-    await _settled(container.init_resources())
+    return EngineContainer()
+
+
+@pytest.fixture
+def enginescope_engines(
+    enginescope_app_container: Any,
+    enginescope_bridge: RecordingBridge,
+    enginescope_settings: EngineSettings,
+) -> Iterator[EngineContainer]:
+    """The engine container of ``enginescope_app_container`` on the recording bridge and the
+    test's settings, not started (your app's lifespan starts it); overrides reset after."""
+    from enginescope.containers.lookup import find_engine_container  # noqa: PLC0415 - lazy
+
+    engines = find_engine_container(enginescope_app_container, caller="enginescope_engines")
+    with (
+        engines.settings.override(enginescope_settings),
+        engines.websocket_bridge.override(enginescope_bridge),
+    ):
+        yield engines
+
+
+@_async_fixture
+async def enginescope_container(
+    enginescope_engines: EngineContainer,
+) -> AsyncIterator[EngineContainer]:
+    """``enginescope_engines``, started on the test's event loop, then shut down."""
+    await _settled(enginescope_engines.init_resources())
     try:
-        yield container
+        yield enginescope_engines
     finally:
-        await _settled(container.shutdown_resources())
+        await _settled(enginescope_engines.shutdown_resources())
 
 
 async def _settled(result: Awaitable[None] | None) -> None:

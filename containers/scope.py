@@ -20,5 +20,11 @@ def user_scope(context: UserExecutionContext | Mapping[str, Any]) -> ScopeContex
 
         async with user_scope(ctx):
             engine = await container.user_engine()
+
+    Use ``async with``: the engine is created and cleaned up with ``await``, so a sync
+    ``with`` is refused when the engine is resolved, before anything is created. Each scope
+    has its own engine: a scope nested in another, even for the same user, creates a
+    second engine and takes a second of the user's ``max_engines_per_user`` slots; resolve
+    ``user_engine`` in the outer scope and pass the engine down to share one.
     """
     return scope(validate_user_context(context))

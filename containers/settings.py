@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from enginescope.engines.engine import DEFAULT_MAX_CONCURRENT_RUNS
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Backend", "EngineSettings"]
+from .errors import InvalidSettingsError
+
+__all__ = ["Backend", "EngineSettings", "as_engine_settings"]
 
 Backend = Literal["memory", "redis"]
 
@@ -33,6 +36,7 @@ class EngineSettings(BaseSettings):
 
     bridge_queue_size: int = Field(default=256, gt=0)
     bridge_send_timeout_seconds: float = Field(default=10, gt=0)
+    bridge_max_connections_per_user: int = Field(default=16, gt=0)
 
     backend: Backend = "memory"
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", min_length=1, repr=False)
@@ -69,4 +73,24 @@ class EngineSettings(BaseSettings):
         return {
             "queue_size": self.bridge_queue_size,
             "send_timeout_seconds": self.bridge_send_timeout_seconds,
+            "max_connections_per_user": self.bridge_max_connections_per_user,
         }
+
+
+def as_engine_settings(value: object) -> EngineSettings:
+    """``value`` as :class:`EngineSettings`: an instance as it is, a mapping validated into one.
+
+    The mapping is what a ``Configuration`` option gives
+    (``providers.Container(EngineContainer, settings=config.engines)``); strings are
+    converted as from the environment, and ``ENGINESCOPE_*`` variables fill the fields it
+    leaves out. A bad or unknown field raises
+    :class:`~enginescope.containers.InvalidSettingsError` naming it.
+    """
+    if isinstance(value, EngineSettings):
+        return value
+    if not isinstance(value, Mapping):
+        raise InvalidSettingsError.not_settings(value)
+    try:
+        return EngineSettings(**{str(key): item for key, item in value.items()})
+    except ValidationError as error:
+        raise InvalidSettingsError.from_validation(error) from None

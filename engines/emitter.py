@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from .bridge import WebSocketBridge, require_bridge
-from .context import require_identifier
+from .context import UserExecutionContext, require_identifier
 from .sanitize import sanitize, truncate_text
 
 __all__ = ["EVENT_TYPES", "UserWebSocketEmitter", "sanitize"]
@@ -103,10 +103,30 @@ class UserWebSocketEmitter:
     def __init__(
         self, user_id: str, thread_id: str, run_id: str, websocket_bridge: WebSocketBridge
     ) -> None:
-        self._user_id = require_identifier("user_id", user_id)
-        self._thread_id = require_identifier("thread_id", thread_id)
-        self._run_id = require_identifier("run_id", run_id)
-        self._bridge = require_bridge(websocket_bridge)
+        self._bind(
+            require_identifier("user_id", user_id),
+            require_identifier("thread_id", thread_id),
+            require_identifier("run_id", run_id),
+            require_bridge(websocket_bridge),
+        )
+
+    @classmethod
+    def for_context(
+        cls, context: UserExecutionContext, websocket_bridge: WebSocketBridge
+    ) -> UserWebSocketEmitter:
+        """The emitter of ``context``'s run. The ids are not checked again: a
+        :class:`UserExecutionContext` is validated when it is built."""
+        emitter = cls.__new__(cls)
+        emitter._bind(
+            context.user_id, context.thread_id, context.run_id, require_bridge(websocket_bridge)
+        )
+        return emitter
+
+    def _bind(self, user_id: str, thread_id: str, run_id: str, bridge: WebSocketBridge) -> None:
+        self._user_id = user_id
+        self._thread_id = thread_id
+        self._run_id = run_id
+        self._bridge = bridge
         self._seq = 0
         self._closed = False
         self._sent = 0

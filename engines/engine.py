@@ -74,7 +74,7 @@ class UserExecutionEngine:
         self._clock = clock
         self._on_closed = on_closed
         self._active = True
-        self._closed: asyncio.Event | None = None
+        self._cleanup: _Cleanup | None = None  # made by the first cleanup() call
         self._runs: dict[asyncio.Task[AgentResult], AgentRun] = {}
         self._stats = dict.fromkeys(
             ("runs_started", "runs_succeeded", "runs_failed", "runs_timed_out", "runs_cancelled"),
@@ -221,18 +221,27 @@ class UserExecutionEngine:
 
         Idempotent: a second call waits for the first to finish and returns.
         """
-        if self._closed is not None:
-            await self._closed.wait()
+        if self._cleanup is not None:
+            await self._cleanup.wait()
             return
-        self._closed = asyncio.Event()
+        self._cleanup = cleanup = _Cleanup()
         self._active = False
         try:
-            await self._cancel_runs()
+            if self._runs:
+                await self._cancel_runs()
             await self.websocket_emitter.close()
         finally:
-            self._closed.set()
+            cleanup.finish()
             if self._on_closed is not None:
                 await self._on_closed(self)
+
+    aclose = cleanup
+    """The same as :meth:`cleanup`."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`cleanup` has finished."""
+        return self._cleanup is not None and self._cleanup.finished
 
     async def _cancel_runs(self) -> None:
         if not self._runs:
@@ -241,6 +250,29 @@ class UserExecutionEngine:
             run.cancel_reason = "engine closed"
             task.cancel()
         await asyncio.wait(tuple(self._runs))
+
+
+class _Cleanup:
+    """An engine's cleanup in progress; a second caller waits on it (a future, made only
+    when somebody has to wait, so the common single cleanup allocates no event)."""
+
+    __slots__ = ("_waiters", "finished")
+
+    def __init__(self) -> None:
+        self.finished = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def wait(self) -> None:
+        if not self.finished:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    def finish(self) -> None:
+        self.finished = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 async def _stop(task: asyncio.Task[AgentResult], run: AgentRun, reason: str) -> None:

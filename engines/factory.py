@@ -110,7 +110,7 @@ class ExecutionEngineFactory:
         self.max_concurrent_runs = max_concurrent_runs
         self.slot_ledger: SlotLedger = slot_ledger or InMemorySlotLedger()
         self._immediate_ledger = _immediate(self.slot_ledger)
-        self._emitter_factory: EmitterFactory = emitter_factory or UserWebSocketEmitter
+        self._emitter_factory = emitter_factory
         self._engine_class = engine_class
         self._clock = clock
         self._engines: OrderedDict[str, UserExecutionEngine] = OrderedDict()
@@ -157,7 +157,10 @@ class ExecutionEngineFactory:
             raise
         self._check_capacity()
         engine_id = new_engine_id()
-        await self._acquire_slot(ctx.user_id, engine_id)
+        if self._immediate_ledger is not None:
+            self._take_slot_now(self._immediate_ledger, ctx.user_id, engine_id)
+        else:
+            await self._acquire_slot(ctx.user_id, engine_id)
         try:
             engine = self._build_engine(ctx, engine_id)
         except BaseException:
@@ -193,7 +196,7 @@ class ExecutionEngineFactory:
         """
         self._admitting += 1
         try:
-            await self._take_slot(user_id, engine_id)
+            await self.slot_ledger.acquire(user_id, engine_id, self.max_engines_per_user)
         except UserEngineLimitError:
             self._counters["user_limit_rejections"] += 1
             raise
@@ -207,16 +210,25 @@ class ExecutionEngineFactory:
             await self._release_slot(user_id, engine_id)
             raise FactoryShutdownError
 
-    async def _take_slot(self, user_id: str, engine_id: str) -> None:
-        if self._immediate_ledger is not None:
-            self._immediate_ledger.acquire_nowait(user_id, engine_id, self.max_engines_per_user)
-        else:
-            await self.slot_ledger.acquire(user_id, engine_id, self.max_engines_per_user)
+    def _take_slot_now(self, ledger: ImmediateSlotLedger, user_id: str, engine_id: str) -> None:
+        """:meth:`_acquire_slot` for a ledger that answers synchronously."""
+        try:
+            ledger.acquire_nowait(user_id, engine_id, self.max_engines_per_user)
+        except UserEngineLimitError:
+            self._counters["user_limit_rejections"] += 1
+            raise
+        except BaseException:
+            self._counters["creation_errors"] += 1
+            ledger.release_nowait(user_id, engine_id)
+            raise
 
     def _build_engine(self, ctx: UserExecutionContext, engine_id: str) -> UserExecutionEngine:
-        emitter = self._emitter_factory(
-            ctx.user_id, ctx.thread_id, ctx.run_id, self.websocket_bridge
-        )
+        if self._emitter_factory is None:
+            emitter = UserWebSocketEmitter.for_context(ctx, self.websocket_bridge)
+        else:
+            emitter = self._emitter_factory(
+                ctx.user_id, ctx.thread_id, ctx.run_id, self.websocket_bridge
+            )
         return self._engine_class(
             ctx,
             emitter,
@@ -273,16 +285,47 @@ class ExecutionEngineFactory:
             await self._on_engine_closed(engine)
 
     async def _on_engine_closed(self, engine: UserExecutionEngine) -> None:
-        """Remove ``engine`` and give its slot back; a no-op if it is already gone."""
-        if self._engines.pop(engine.engine_id, None) is None:
+        """Remove ``engine``, silence it and give its slot back; a no-op if already gone.
+
+        The emitter is closed here too: an engine whose cleanup was cut short (the shutdown
+        deadline) may still have a run that swallowed its cancellation, and a removed
+        engine must reach nobody.
+        """
+        if not self._deregister(engine):
             return
+        try:
+            if getattr(engine.websocket_emitter, "is_closed", False) is not True:
+                await self._silence(engine)
+        finally:
+            if self._immediate_ledger is not None:
+                self._immediate_ledger.release_nowait(engine.context.user_id, engine.engine_id)
+            else:
+                await self._release_slot(engine.context.user_id, engine.engine_id)
+
+    def _deregister(self, engine: UserExecutionEngine) -> bool:
+        """Drop ``engine`` from the registry and the user's index; ``False`` if absent."""
+        if self._engines.pop(engine.engine_id, None) is None:
+            return False
         user_id = engine.context.user_id
         user = self._by_user[user_id]
         del user[engine.engine_id]
         if not user:
             del self._by_user[user_id]
         self._counters["total_engines_cleaned"] += 1
-        await self._release_slot(user_id, engine.engine_id)
+        return True
+
+    @staticmethod
+    async def _silence(engine: UserExecutionEngine) -> None:
+        """Close the engine's emitter (its cleanup did not); a failure here repeats one
+        that the engine's cleanup already reported, so it is logged at DEBUG only."""
+        try:
+            await engine.websocket_emitter.close()
+        except Exception:
+            logger.debug(
+                "closing a removed engine's emitter failed",
+                exc_info=True,
+                extra={"engine_id": engine.engine_id, "user_id": engine.context.user_id},
+            )
 
     async def _release_slot(self, user_id: str, slot_id: str) -> None:
         """Give a slot back; shielded, so a caller cancelled while a shared ledger answers

@@ -18,8 +18,12 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .bridge import AgentWebSocketBridge
+
 if TYPE_CHECKING:
     from .agents import AgentRun
+    from .bridge import SocketLike
+    from .connection import Connection
 
 __all__ = ["DEMO_AGENT_NAME", "FakeSocket", "RecordingBridge", "demo_agent", "word_statistics"]
 
@@ -33,10 +37,14 @@ def _snapshot(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class RecordingBridge:
-    """A :class:`~enginescope.engines.bridge.WebSocketBridge` that records every event.
+    """A :class:`~enginescope.engines.bridge.ConnectionBridge` that records every event.
 
-    ``connections`` is what ``send_to_user`` reports (set it to 0 for "user offline", or
-    per user with :meth:`set_connections`); :meth:`fail_with` makes every send raise.
+    ``connections`` is what ``send_to_user`` reports for a user with no registered socket
+    (set it to 0 for "user offline", or per user with :meth:`set_connections`);
+    :meth:`fail_with` makes every send raise. Sockets registered with
+    :meth:`register_connection` (the ``WebSocketGateway`` does) also receive the events,
+    through an in-process :class:`AgentWebSocketBridge`, so a ``TestClient`` WebSocket test
+    sees them on the socket as well as in :attr:`events`.
     """
 
     def __init__(self, *, connections: int = 1, fail_with: BaseException | None = None) -> None:
@@ -46,19 +54,62 @@ class RecordingBridge:
         self._failure = fail_with
         self._per_user: dict[str, int] = {}
         self._recorded = asyncio.Event()
+        self._local = AgentWebSocketBridge()
 
     def __repr__(self) -> str:
         users = len({user_id for user_id, _ in self.events})
-        return f"<RecordingBridge events={len(self.events)} users={users}>"
+        sockets = self._local.connection_count()
+        registered = f" sockets={sockets}" if sockets else ""
+        return f"<RecordingBridge events={len(self.events)} users={users}{registered}>"
+
+    @property
+    def resumable(self) -> bool:
+        """``False``: nothing is replayed to a socket that reconnects."""
+        return False
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called (registering then fails)."""
+        return self._local.closed
 
     async def send_to_user(self, user_id: str, event: Mapping[str, Any]) -> int:
-        """Record ``(user_id, event)`` and report the configured connection count."""
+        """Record ``(user_id, event)`` and deliver it to the user's registered sockets.
+
+        Returns how many sockets it reached, or the configured connection count when the
+        user has none registered.
+        """
         self.attempts += 1
         if self._failure is not None:
             raise self._failure
         self.events.append((user_id, _snapshot(event)))
         self._recorded.set()
+        if self._local.connection_count(user_id):
+            return await self._local.send_to_user(user_id, event)
         return self._per_user.get(user_id, self.connections)
+
+    def register_connection(self, user_id: str, socket: SocketLike) -> Connection:
+        """Register ``socket`` for ``user_id``: later events are sent to it too."""
+        return self._local.register_connection(user_id, socket)
+
+    def unregister_connection(self, connection: Connection | None) -> None:
+        """Unregister ``connection``; unknown or ``None`` is a no-op."""
+        self._local.unregister_connection(connection)
+
+    def connection_count(self, user_id: str | None = None) -> int:
+        """Registered sockets of ``user_id``, or of everybody."""
+        return self._local.connection_count(user_id)
+
+    async def flush(self, user_id: str | None = None) -> None:
+        """Wait until every event queued to a registered socket has been sent."""
+        await self._local.flush(user_id)
+
+    def get_metrics(self) -> dict[str, int]:
+        """The delivery counters of the registered sockets, plus ``events_recorded``."""
+        return {**self._local.get_metrics(), "events_recorded": len(self.events)}
+
+    async def aclose(self) -> None:
+        """Unregister every socket and stop their senders; the record is kept. Idempotent."""
+        await self._local.aclose()
 
     def fail_with(self, error: BaseException | None = None) -> None:
         """Make later sends raise ``error`` (a ``ConnectionError`` by default)."""

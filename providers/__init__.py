@@ -1,8 +1,10 @@
-"""Scopes with teardown for dependency-injector: ``scope()``, ``Scoped`` and ``ScopeValue``.
+"""Scopes with teardown for dependency-injector: ``scope()``, ``Scoped``, ``AsyncScoped``
+and ``ScopeValue``.
 
 Knows nothing of engines; ``enginescope.containers`` wires it to them.
 """
 
+from enginescope.providers.async_scoped import AsyncScoped
 from enginescope.providers.captive import check_captive_dependencies, refuse_captive_dependencies
 from enginescope.providers.errors import (
     CaptiveDependencyError,
@@ -15,14 +17,15 @@ from enginescope.providers.errors import (
 from enginescope.providers.scope import (
     Scope,
     ScopeContextManager,
+    ScopeValue,
     current_scope_value,
     get_current_scope,
     scope,
 )
-from enginescope.providers.scope_value import ScopeValue
 from enginescope.providers.scoped import Scoped
 
 __all__ = [
+    "AsyncScoped",
     "CaptiveDependencyError",
     "NoActiveScopeError",
     "Scope",

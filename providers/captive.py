@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from dependency_injector import providers
 from enginescope.providers.errors import CaptiveDependencyError
-from enginescope.providers.scope_value import ScopeValue
+from enginescope.providers.scope import ScopeValue
 from enginescope.providers.scoped import Scoped
 
 __all__ = ["check_captive_dependencies", "refuse_captive_dependencies"]

@@ -1,4 +1,7 @@
-"""The current scope: a ``ContextVar`` holding a ``Scope``, entered with ``scope(value)``."""
+"""The current scope: a ``ContextVar`` holding a ``Scope``, entered with ``scope(value)``.
+
+``ScopeValue`` (a provider of the current scope's value) lives here, beside the scope it reads.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, TypeAlias
 
+from dependency_injector import providers
 from enginescope.providers._finalizers import Finalizer
 from enginescope.providers._teardown import (
     Outcome,
@@ -21,6 +25,7 @@ from enginescope.providers.errors import NoActiveScopeError, ScopeClosedError, S
 __all__ = [
     "Scope",
     "ScopeContextManager",
+    "ScopeValue",
     "current_scope_value",
     "get_current_scope",
     "require_open_scope",
@@ -41,13 +46,25 @@ class Scope:
     parent's instances. A scope belongs to one event loop and is not thread-safe.
     """
 
-    __slots__ = ("_finalizers", "_instances", "_pending", "_torn_down", "closed", "parent", "value")
+    __slots__ = (
+        "_finalizers",
+        "_instances",
+        "_pending",
+        "_torn_down",
+        "closed",
+        "is_async",
+        "parent",
+        "value",
+    )
 
-    def __init__(self, value: object, parent: Scope | None = None) -> None:
+    def __init__(
+        self, value: object, parent: Scope | None = None, *, is_async: bool = False
+    ) -> None:
         self.value = value
         self.parent = parent
         self.closed = False
-        # Read directly by Scoped's warm path: provider -> instance (or done future).
+        self.is_async = is_async  # entered with `async with`, so its teardown can await
+        # provider -> instance (or done future); read through get(), dropped by forget()
         self._instances: dict[object, Any] = {}
         self._pending: dict[object, asyncio.Future[Any]] = {}
         self._finalizers: list[Finalizer] = []
@@ -64,6 +81,18 @@ class Scope:
     def depth(self) -> int:
         """How many scopes enclose this one (0 for an outermost scope)."""
         return 0 if self.parent is None else self.parent.depth + 1
+
+    def get(self, key: object, default: Any = None) -> Any:
+        """The instance cached for ``key`` in this scope (a done future when it was async),
+        else ``default``. Never looks at the parent scope."""
+        return self._instances.get(key, default)
+
+    def forget(self, key: object) -> None:
+        """Drop the instance cached for ``key``; the next resolve creates a new one.
+
+        Its finalizer stays: the dropped instance is still released when the scope closes.
+        """
+        self._instances.pop(key, None)
 
     def store(self, key: object, value: Any, finalizer: Finalizer | None) -> None:
         """Cache a freshly created instance and remember how to release it."""
@@ -131,10 +160,10 @@ class ScopeContextManager:
     def __repr__(self) -> str:
         return f"<ScopeContextManager value={self._value!r} scope={self._scope!r}>"
 
-    def _enter(self) -> Scope:
+    def _enter(self, *, is_async: bool) -> Scope:
         if self._scope is not None:
             raise ScopeUsageError(f"{self!r} was already entered; call scope(value) again.")
-        self._scope = Scope(self._value, parent=_CURRENT.get())
+        self._scope = Scope(self._value, parent=_CURRENT.get(), is_async=is_async)
         self._token = _CURRENT.set(self._scope)
         logger.debug("Scope entered", extra={"scope": self._scope})
         return self._scope
@@ -154,7 +183,7 @@ class ScopeContextManager:
         raise_outcome(scope, outcome, exc)
 
     def __enter__(self) -> Scope:
-        return self._enter()
+        return self._enter(is_async=False)
 
     def __exit__(
         self,
@@ -166,7 +195,7 @@ class ScopeContextManager:
         self._reset(scope, scope._exit_sync(exc), exc)
 
     async def __aenter__(self) -> Scope:
-        return self._enter()
+        return self._enter(is_async=True)
 
     async def __aexit__(
         self,
@@ -212,3 +241,18 @@ def _name(requester: object) -> str:
 def current_scope_value() -> object:
     """Return the value of the current open scope (``NoActiveScopeError`` outside one)."""
     return require_open_scope("current_scope_value()").value
+
+
+class ScopeValue(providers.Provider[Any]):
+    """Provide the value of the current open scope (for enginescope: the user context)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<ScopeValue at {id(self):#x}>"
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+    def _provide(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return require_open_scope(self).value

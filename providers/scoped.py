@@ -11,7 +11,7 @@ from dependency_injector import providers
 from enginescope.providers._eager import start_eagerly
 from enginescope.providers._finalizers import acquire_async, acquire_sync, needs_async
 from enginescope.providers.errors import ScopeUsageError
-from enginescope.providers.scope import _CURRENT, Scope, require_open_scope
+from enginescope.providers.scope import Scope, get_current_scope, require_open_scope
 
 __all__ = ["Scoped"]
 
@@ -29,6 +29,12 @@ class Scoped(providers.Provider[T]):
     dependencies are awaited for you. Async creations are cached as a future, so concurrent
     first resolves share one instance; a failed creation is evicted and retried next time.
     An override bypasses the scope cache.
+
+    Like dependency-injector's ``Factory``, it can be built step by step:
+    :meth:`set_provides`, :meth:`set_args` / :meth:`add_args` / :meth:`clear_args`,
+    :meth:`set_kwargs` / :meth:`add_kwargs` / :meth:`clear_kwargs` (each returns the
+    provider); :meth:`reset` drops the current scope's instance, as
+    ``ContextLocalSingleton.reset()`` does.
     """
 
     __slots__ = ("_callable",)
@@ -40,8 +46,9 @@ class Scoped(providers.Provider[T]):
     def __repr__(self) -> str:
         provides = self.provides
         name = getattr(provides, "__qualname__", None) or repr(provides)
+        kind = type(self).__name__
         return (
-            f"<Scoped {name} args={len(self.args)} kwargs={sorted(self.kwargs)} at {id(self):#x}>"
+            f"<{kind} {name} args={len(self.args)} kwargs={sorted(self.kwargs)} at {id(self):#x}>"
         )
 
     def __str__(self) -> str:
@@ -80,6 +87,50 @@ class Scoped(providers.Provider[T]):
         """Keyword injections."""
         return self._callable.kwargs
 
+    def set_provides(self, provides: Any) -> Scoped[T]:
+        """Create instances with ``provides`` from now on."""
+        self._callable.set_provides(provides)
+        return self
+
+    def set_args(self, *args: Any) -> Scoped[T]:
+        """Replace the positional injections."""
+        self._callable.set_args(*args)
+        return self
+
+    def add_args(self, *args: Any) -> Scoped[T]:
+        """Append positional injections."""
+        self._callable.add_args(*args)
+        return self
+
+    def clear_args(self) -> Scoped[T]:
+        """Drop every positional injection."""
+        self._callable.clear_args()
+        return self
+
+    def set_kwargs(self, **kwargs: Any) -> Scoped[T]:
+        """Replace the keyword injections."""
+        self._callable.set_kwargs(**kwargs)
+        return self
+
+    def add_kwargs(self, **kwargs: Any) -> Scoped[T]:
+        """Add (or replace) keyword injections."""
+        self._callable.add_kwargs(**kwargs)
+        return self
+
+    def clear_kwargs(self) -> Scoped[T]:
+        """Drop every keyword injection."""
+        self._callable.clear_kwargs()
+        return self
+
+    def reset(self) -> None:
+        """Drop the current scope's instance, so the next resolve there creates a new one.
+
+        Its teardown still runs when the scope closes. Outside every scope: nothing to do.
+        """
+        current = get_current_scope()
+        if current is not None:
+            current.forget(self)
+
     @property
     def related(self) -> Iterator[providers.Provider[Any]]:
         """The injected providers, then the overriding ones."""
@@ -90,9 +141,9 @@ class Scoped(providers.Provider[T]):
         """Resolve. The instance already cached in the current scope is returned directly,
         skipping dependency-injector's generic call machinery (which costs more than the
         lookup itself); a first resolve, an override or call arguments go through it."""
-        current = _CURRENT.get()
+        current = get_current_scope()
         if current is not None and not (args or kwargs) and self.last_overriding is None:
-            value = current._instances.get(self, _MISSING)
+            value = current.get(self, _MISSING)
             if isinstance(value, asyncio.Future) or (  # async results are cached as futures
                 value is not _MISSING and not self.is_async_mode_enabled()
             ):
@@ -100,9 +151,9 @@ class Scoped(providers.Provider[T]):
         return super().__call__(*args, **kwargs)
 
     def _provide(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        current = _CURRENT.get()
+        current = get_current_scope()
         if current is not None and not (args or kwargs):
-            value = current._instances.get(self, _MISSING)
+            value = current.get(self, _MISSING)
             if value is not _MISSING:
                 return value
         return self._create(args, kwargs)

@@ -14,18 +14,7 @@ from enginescope.engines import (
 )
 from enginescope.engines.testing import RecordingBridge, demo_agent
 
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support import FakeClock
 
 
 @pytest.fixture

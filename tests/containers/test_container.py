@@ -11,7 +11,12 @@ import pytest
 import pytest_asyncio
 from dependency_injector import containers, providers
 from dependency_injector.wiring import Provide, inject
-from enginescope.containers import EngineContainer, EngineSettings, user_scope
+from enginescope.containers import (
+    ContainerShutDownError,
+    EngineContainer,
+    EngineSettings,
+    user_scope,
+)
 from enginescope.engines import (
     AgentNotFoundError,
     AgentRegistry,
@@ -23,7 +28,8 @@ from enginescope.engines import (
     UserExecutionEngine,
 )
 from enginescope.engines.testing import FakeSocket, RecordingBridge
-from enginescope.providers import CaptiveDependencyError, NoActiveScopeError
+from enginescope.errors import EngineScopeError
+from enginescope.providers import CaptiveDependencyError, NoActiveScopeError, ScopeUsageError
 
 MakeContext = Callable[..., UserExecutionContext]
 
@@ -598,3 +604,110 @@ class TestCaptiveDependencies:
         with pytest.raises(CaptiveDependencyError, match="'user_engine'"):
             await container.init_resources()
         await settle(container.shutdown_resources())
+
+
+class TestAfterShutdown:
+    async def test_a_resolve_after_shutdown_starts_nothing_and_says_why(
+        self, make_user_context: MakeContext
+    ) -> None:
+        """After shutdown_resources, user_engine raises ContainerShutDownError; nothing starts."""
+        container = EngineContainer()
+        await container.init_resources()
+        await container.shutdown_resources()
+        before = asyncio.all_tasks()
+
+        async with user_scope(make_user_context("u-1")):
+            with pytest.raises(ContainerShutDownError, match="init_resources") as caught:
+                await container.user_engine()
+
+        assert isinstance(caught.value, EngineScopeError)
+        assert isinstance(caught.value, RuntimeError)
+        assert (False, False, False) == (
+            container.engine_factory.initialized,
+            container.websocket_bridge.initialized,
+            container.slot_ledger.initialized,
+        )
+        assert before == asyncio.all_tasks()
+
+    async def test_each_resource_refuses_a_resolve_after_shutdown(self) -> None:
+        """The bridge and the factory are not rebuilt by a direct resolve either."""
+        container = EngineContainer()
+        await container.init_resources()
+        await container.shutdown_resources()
+
+        for provider in (container.websocket_bridge, container.engine_factory):
+            with pytest.raises(ContainerShutDownError):
+                await provider()
+
+    async def test_init_resources_again_restarts_cleanly(
+        self, make_user_context: MakeContext
+    ) -> None:
+        """init_resources after a shutdown builds a new factory and bridge that work."""
+        container = EngineContainer()
+        await container.init_resources()
+        first = await container.engine_factory()
+        await container.shutdown_resources()
+        await container.init_resources()
+        second = await container.engine_factory()
+        async with user_scope(make_user_context("u-1")):
+            result = await (await container.user_engine()).execute_agent("demo", "hi")
+        await container.shutdown_resources()
+
+        assert (True, True, False) == (result.success, first.is_shutdown, first is second)
+        assert second.is_shutdown
+
+    async def test_a_container_never_started_still_starts_on_first_resolve(self) -> None:
+        """Before any init_resources, a resolve starts the factory as dependency-injector does."""
+        container = EngineContainer()
+        factory = await container.engine_factory()
+        await container.shutdown_resources()
+
+        assert isinstance(factory, ExecutionEngineFactory)
+
+
+class TestSyncScope:
+    async def test_a_sync_scope_is_refused_before_an_engine_is_created(
+        self, container: EngineContainer, make_user_context: MakeContext
+    ) -> None:
+        """``with user_scope`` + ``await user_engine()``: refused at once, no engine, no slot."""
+        with (
+            user_scope(make_user_context("u-1")),
+            pytest.raises(ScopeUsageError, match="async with") as caught,
+        ):
+            await container.user_engine()
+
+        snapshot = await metrics(container)
+        factory = await container.engine_factory()
+        assert (0, 0, 0) == counts(snapshot)
+        assert {} == factory.get_active_contexts()
+        assert "user_scope" in str(caught.value)
+
+
+class TestFactoryStart:
+    def test_the_factory_resource_checks_captives_and_injects_nothing_unused(self) -> None:
+        """The factory starts through FactoryResource; every injection is a factory option."""
+        import inspect  # noqa: PLC0415 - only this test reads the signature
+
+        from enginescope.containers._lifecycle import FactoryResource  # noqa: PLC0415
+        from enginescope.containers._resources import open_engine_factory  # noqa: PLC0415
+
+        parameters = set(inspect.signature(open_engine_factory).parameters)
+        assert isinstance(EngineContainer.engine_factory, FactoryResource)
+        assert set(EngineContainer.engine_factory.kwargs) == parameters
+        assert "before_start" not in parameters
+
+
+class TestNestedUserScopes:
+    async def test_a_nested_scope_of_the_same_user_has_its_own_engine_and_slot(
+        self, container: EngineContainer, make_user_context: MakeContext
+    ) -> None:
+        """As documented on user_scope: each scope is one engine, so nesting takes a slot."""
+        async with user_scope(make_user_context("u-1")):
+            outer = await container.user_engine()
+            async with user_scope(make_user_context("u-1")):
+                inner = await container.user_engine()
+                factory = await container.engine_factory()
+                active = factory.get_active_contexts()
+
+        assert outer is not inner
+        assert {"u-1": 2} == active

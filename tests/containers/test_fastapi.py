@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -26,11 +27,14 @@ from enginescope.engines import (
     AgentRun,
     AgentWebSocketBridge,
     Connection,
+    InvalidResumeTokenError,
     SocketLike,
-    WebSocketBridgeError,
 )
+from fastapi import FastAPI
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -50,14 +54,28 @@ async def echo_agent(run: AgentRun) -> str:
 class ChatHarness:
     """A Starlette app on the glue, with a test-only ``/ws/{user_id}`` route."""
 
-    def __init__(self, max_engines_per_user: int = 2) -> None:
+    def __init__(
+        self,
+        max_engines_per_user: int = 2,
+        max_message_bytes: int = 256,
+        allowed_origins: tuple[str, ...] = (),
+        max_connections_per_user: int = 16,
+    ) -> None:
         self.container = EngineContainer()
-        self.container.settings.override(EngineSettings(max_engines_per_user=max_engines_per_user))
+        self.container.settings.override(
+            EngineSettings(
+                max_engines_per_user=max_engines_per_user,
+                bridge_max_connections_per_user=max_connections_per_user,
+            )
+        )
         agents = AgentRegistry()
         agents.register(AGENT, echo_agent)
         self.container.agent_registry.override(agents)
         self.gateway = WebSocketGateway.for_container(
-            self.container, agent_name=AGENT, max_message_bytes=256
+            self.container,
+            agent_name=AGENT,
+            max_message_bytes=max_message_bytes,
+            allowed_origins=allowed_origins,
         )
         self.app = Starlette(
             lifespan=engine_lifespan(self.container, gateway=self.gateway),
@@ -150,6 +168,62 @@ class TestLifespan:
             assert GOING_AWAY == closed_code(ws)
 
 
+class TestWrappedLifespan:
+    def test_the_apps_own_lifespan_runs_inside_the_resources(self) -> None:
+        """The app's lifespan starts after the resources and ends before they stop."""
+        container = EngineContainer()
+        journal: list[str] = []
+
+        @contextlib.asynccontextmanager
+        async def own(app: Any) -> AsyncIterator[dict[str, str]]:
+            journal.append(f"own start, factory up: {container.engine_factory.initialized}")
+            yield {"db": "connected"}
+            journal.append(f"own stop, factory up: {container.engine_factory.initialized}")
+
+        async def state(request: Request) -> JSONResponse:
+            return JSONResponse({"db": request.state.db})
+
+        app = Starlette(
+            lifespan=engine_lifespan(container, lifespan=own), routes=[Route("/state", state)]
+        )
+        with TestClient(app) as client:
+            served = client.get("/state").json()
+
+        assert {"db": "connected"} == served
+        assert ["own start, factory up: True", "own stop, factory up: True"] == journal
+        assert not container.engine_factory.initialized
+
+    def test_a_failing_own_lifespan_still_shuts_the_resources_down(self) -> None:
+        """If the app's lifespan fails at startup, the resources it was wrapped in stop."""
+        container = EngineContainer()
+
+        @contextlib.asynccontextmanager
+        async def broken(app: Any) -> AsyncIterator[None]:
+            raise RuntimeError("database unreachable")
+            yield
+
+        app = Starlette(lifespan=engine_lifespan(container, lifespan=broken))
+        with pytest.raises(RuntimeError, match="database unreachable"), TestClient(app):
+            pass
+
+        assert not container.engine_factory.initialized
+
+    def test_startup_handlers_that_will_not_run_are_named(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """FastAPI ignores on_event handlers once a lifespan is given: a warning names them."""
+        container = EngineContainer()
+        app = FastAPI(lifespan=engine_lifespan(container))
+
+        def warm_cache() -> None: ...
+
+        app.router.on_startup.append(warm_cache)
+        with caplog.at_level("WARNING"), TestClient(app):
+            pass
+
+        assert any("warm_cache" in record.getMessage() for record in caplog.records)
+
+
 class TestServe:
     def test_the_socket_is_registered_while_open_and_unregistered_after(
         self, harness: ChatHarness, client: TestClient
@@ -223,6 +297,11 @@ class TestServe:
             ('{"type": "shout"}', "unknown_type"),
             ('{"type": "message", "text": "  "}', "invalid_message"),
             ('{"type": "message", "text": 42}', "invalid_message"),
+            ('{"type": "message", "text": "hi", "thread_id": ["x"]}', "invalid_message"),
+            ('{"type": "message", "text": "hi", "thread_id": {"a": 1}}', "invalid_message"),
+            ('{"type": "message", "text": "hi", "thread_id": 7}', "invalid_message"),
+            ('{"type": ["message"], "text": "hi"}', "invalid_message"),
+            ('{"type": {"x": 1}}', "invalid_message"),
         ],
     )
     def test_a_bad_message_is_an_error_event_and_the_socket_stays_open(
@@ -236,6 +315,25 @@ class TestServe:
             ws.send_json({"type": "ping"})
             assert ("error", code) == (error["type"], error["code"])
             assert {"type": "pong"} == ws.receive_json()
+
+    def test_json_nested_too_deep_to_parse_is_an_error_event(self) -> None:
+        """A frame nested deeper than the parser recurses is ``invalid_json``, not a crash."""
+        harness = ChatHarness(max_message_bytes=8192)
+        with TestClient(harness.app) as client, client.websocket_connect("/ws/alice") as ws:
+            ws.receive_json()
+            ws.send_text("[" * 5000)
+            error = ws.receive_json()
+            ws.send_json({"type": "ping"})
+            assert ("error", "invalid_json") == (error["type"], error["code"])
+            assert {"type": "pong"} == ws.receive_json()
+
+    def test_a_null_thread_id_is_the_sessions_thread(self, client: TestClient) -> None:
+        """``"thread_id": null`` is the same as leaving it out."""
+        with client.websocket_connect("/ws/alice") as ws:
+            thread_id = ws.receive_json()["thread_id"]
+            ws.send_json({"type": "message", "text": "hi", "thread_id": None})
+            events = receive_until(ws, "agent_completed")
+        assert {thread_id} == {event["thread_id"] for event in events}
 
     def test_a_binary_frame_is_an_error_event(self, client: TestClient) -> None:
         """Binary frames are refused with an error event."""
@@ -268,8 +366,113 @@ class TestServe:
             assert 1 == harness.metrics(client)["user_limit_rejections"]
 
 
-class BadStreamIdError(WebSocketBridgeError, ValueError):
-    """What the Redis bridge raises for a malformed ``resume_from``."""
+class TestConnectionLimit:
+    def test_a_socket_over_the_users_limit_is_told_and_closed_with_1008(self) -> None:
+        """The bridge refuses a user's extra socket; the gateway says so and closes 1008."""
+        harness = ChatHarness(max_connections_per_user=1)
+        with TestClient(harness.app) as client, client.websocket_connect("/ws/alice") as first:
+            first.receive_json()
+            with client.websocket_connect("/ws/alice") as extra:
+                error = extra.receive_json()
+                code = closed_code(extra)
+            with client.websocket_connect("/ws/bob") as bob:
+                bob_greeting = bob.receive_json()
+            first.send_json({"type": "ping"})
+            assert {"type": "pong"} == first.receive_json()
+            connections = harness.metrics(client)["active_connections"]
+        assert ("error", "connection_limit", POLICY_VIOLATION) == (
+            error["type"],
+            error["code"],
+            code,
+        )
+        assert "(1/1)" in error["message"]
+        assert ("session", 1) == (bob_greeting["type"], connections)
+
+
+class TestRestart:
+    def test_a_gateway_serves_again_after_its_app_started_again(self, harness: ChatHarness) -> None:
+        """One app, two TestClient sessions in turn: the second is served as the first was."""
+        results = []
+        for _ in range(2):
+            with TestClient(harness.app) as client, client.websocket_connect("/ws/alice") as ws:
+                ws.receive_json()
+                ws.send_json({"type": "message", "text": "again"})
+                results.append(receive_until(ws, "agent_completed")[-1]["data"]["result"])
+        assert ["AGAIN", "AGAIN"] == results
+        assert harness.gateway.closed
+
+    def test_aclose_and_closed_are_the_teardown_vocabulary(
+        self, harness: ChatHarness, client: TestClient
+    ) -> None:
+        """aclose() closes (close_all() still does), closed says so, reopen() serves again."""
+        states = [harness.gateway.closed]
+        client.portal.call(harness.gateway.aclose)  # type: ignore[union-attr]
+        states.append(harness.gateway.closed)
+        harness.gateway.reopen()
+        states.append(harness.gateway.closed)
+        client.portal.call(harness.gateway.close_all)  # type: ignore[union-attr]
+        assert [False, True, False, True] == [*states, harness.gateway.closed]
+
+
+class TestOrigin:
+    @pytest.mark.parametrize(
+        "headers",
+        [{}, {"origin": "http://testserver"}, {"origin": "HTTP://TESTSERVER/"}],
+        ids=["no-origin", "same-origin", "same-origin-spelled-otherwise"],
+    )
+    def test_the_apps_own_origin_or_none_is_served(
+        self, client: TestClient, headers: dict[str, str]
+    ) -> None:
+        """A page of the app itself, or a client that is not a browser, is served."""
+        with client.websocket_connect("/ws/alice", headers=headers) as ws:
+            assert "session" == ws.receive_json()["type"]
+
+    def test_a_cross_site_page_is_refused_with_1008_before_it_is_served(
+        self, harness: ChatHarness, client: TestClient
+    ) -> None:
+        """A socket opened by another site's page is closed with 1008 and never registered."""
+        with (
+            pytest.raises(WebSocketDisconnect) as refused,
+            client.websocket_connect("/ws/alice", headers={"origin": "https://evil.example"}) as ws,
+        ):
+            ws.receive_json()
+        assert POLICY_VIOLATION == refused.value.code
+        assert (0, 0) == (
+            harness.gateway.session_count,
+            harness.metrics(client)["active_connections"],
+        )
+
+    def test_an_allow_listed_origin_is_served(self) -> None:
+        """An origin in allowed_origins is served; another one still is not."""
+        harness = ChatHarness(allowed_origins=("https://app.example.com",))
+        with TestClient(harness.app) as client:
+            allowed = {"origin": "https://app.example.com"}
+            with client.websocket_connect("/ws/alice", headers=allowed) as ws:
+                assert "session" == ws.receive_json()["type"]
+            other = {"origin": "https://other.example.com"}
+            with (
+                pytest.raises(WebSocketDisconnect),
+                client.websocket_connect("/ws/alice", headers=other) as ws,
+            ):
+                ws.receive_json()
+
+    def test_an_accepted_socket_from_another_site_is_told_why(self) -> None:
+        """A socket the app accepted first gets an ``origin_not_allowed`` event, then 1008."""
+        gateway = WebSocketGateway(
+            bridge=AgentWebSocketBridge, user_engine=lambda: None, agent_name=AGENT
+        )
+
+        async def serve(websocket: WebSocket) -> None:
+            await websocket.accept()
+            await gateway.serve(websocket, "alice")
+
+        app = Starlette(routes=[WebSocketRoute("/ws", serve)])
+        headers = {"origin": "https://evil.example"}
+        with TestClient(app) as client, client.websocket_connect("/ws", headers=headers) as ws:
+            error = ws.receive_json()
+            assert POLICY_VIOLATION == closed_code(ws)
+        assert ("error", "origin_not_allowed") == (error["type"], error["code"])
+        assert "evil.example" in error["message"]
 
 
 class ReplayingBridge:
@@ -282,12 +485,16 @@ class ReplayingBridge:
         self.hang = hang
         self.connects: list[tuple[str, str | None]] = []
 
+    @property
+    def resumable(self) -> bool:
+        return True
+
     async def connect(
         self, user_id: str, socket: SocketLike, *, resume_from: str | None = None
     ) -> Connection:
         self.connects.append((user_id, resume_from))
         if resume_from is not None and not resume_from.startswith("1-"):
-            raise BadStreamIdError(f"Invalid resume_from={resume_from!r}")
+            raise InvalidResumeTokenError("resume_from", resume_from, "a stream id such as '1-0'")
         if self.hang:
             await asyncio.Event().wait()
         connection = self.local.register_connection(user_id, socket)

@@ -10,7 +10,7 @@ import pytest
 from enginescope.containers import EngineContainer
 from enginescope.containers.pytest_plugin import InUserScope
 from enginescope.engines import AgentWebSocketBridge, ExecutionEngineFactory
-from enginescope.engines.testing import RecordingBridge
+from enginescope.engines.testing import FakeSocket, RecordingBridge
 
 USER_TESTS = """
 import pytest
@@ -132,6 +132,144 @@ class TestUsedByAnApplication:
 
         result.assert_outcomes(passed=1, failed=1)
         result.stdout.fnmatch_lines(["*RuntimeError: boom*"])
+
+
+APP_MODULE = """
+from typing import Annotated, Any
+
+from dependency_injector import containers, providers
+from enginescope.containers import EngineContainer
+from enginescope.containers.fastapi import (
+    WebSocketGateway,
+    engine_lifespan,
+    user_engine_dependency,
+)
+from enginescope.engines import UserExecutionEngine
+from fastapi import Depends, FastAPI, Header, WebSocket
+
+
+class Container(containers.DeclarativeContainer):
+    config = providers.Configuration()
+    engines = providers.Container(EngineContainer, settings=config.engines)
+    gateway = providers.Singleton(
+        WebSocketGateway,
+        bridge=engines.websocket_bridge.provider,
+        user_engine=engines.user_engine.provider,
+        agent_name="demo",
+    )
+
+
+def user(x_user: Annotated[str, Header()]) -> str:
+    return x_user
+
+
+def create_app() -> FastAPI:
+    container = Container()
+    container.config.from_dict({"engines": {"max_engines_per_user": 2}})
+    engine = user_engine_dependency(container, user=user)
+    app = FastAPI(lifespan=engine_lifespan(container, gateway=container.gateway()))
+    app.state.container = container
+
+    @app.post("/words")
+    async def words(text: str, engine: Annotated[UserExecutionEngine, Depends(engine)]) -> Any:
+        return (await engine.execute_agent("demo", text)).result
+
+    @app.websocket("/ws/{user_id}")
+    async def chat(websocket: WebSocket, user_id: str) -> None:
+        await container.gateway().serve(websocket, user_id)
+
+    return app
+
+
+app = create_app()
+"""
+
+APP_CONFTEST = """
+import pytest
+from my_app import app
+
+
+@pytest.fixture
+def enginescope_app_container():
+    return app.state.container
+"""
+
+APP_TESTS = """
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from my_app import app
+
+FIVE = ["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]
+
+
+def chat(client, user_id):
+    with client.websocket_connect(f"/ws/{user_id}") as ws:
+        assert "session" == ws.receive_json()["type"]
+        ws.send_json({"type": "message", "text": "hello there"})
+        return [ws.receive_json()["type"] for _ in FIVE]
+
+
+@pytest.mark.parametrize("round", [1, 2, 3])
+def test_a_websocket_with_the_testclient(enginescope_engines, enginescope_bridge, round):
+    with TestClient(app) as client:
+        seen = chat(client, f"user-{round}")
+    assert FIVE == seen
+    assert FIVE == enginescope_bridge.types_for(f"user-{round}")
+
+
+def test_an_http_endpoint_with_the_testclient(enginescope_engines, enginescope_bridge):
+    with TestClient(app) as client:
+        response = client.post("/words", params={"text": "a b a"}, headers={"x-user": "ann"})
+    assert "Your message has 3 words (2 unique)." == response.json()
+    assert ["ann"] == enginescope_bridge.user_ids()
+
+
+def test_the_fixtures_configure_the_apps_own_engines(enginescope_engines):
+    assert app.state.container.engines() is enginescope_engines
+
+
+@pytest.mark.asyncio
+async def test_an_http_endpoint_over_httpx(enginescope_container, enginescope_bridge):
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        response = await client.post("/words", params={"text": "hi"}, headers={"x-user": "bo"})
+    assert 200 == response.status_code
+    assert "agent_completed" == enginescope_bridge.types_for("bo")[-1]
+"""
+
+
+class TestWithAnAppContainer:
+    def test_testclient_and_httpx_tests_pass_against_the_apps_container(
+        self, pytester: pytest.Pytester
+    ) -> None:
+        """Pointed at an app's container, the fixtures serve TestClient and httpx tests."""
+        pytester.makeini(ini("strict"))
+        pytester.makepyfile(my_app=APP_MODULE)
+        pytester.makeconftest(APP_CONFTEST)
+        pytester.makepyfile(test_app=APP_TESTS)
+
+        result = pytester.runpytest("-p", "no:cacheprovider")
+
+        result.assert_outcomes(passed=6)
+
+
+class TestRecordingBridge:
+    async def test_a_registered_socket_receives_what_is_recorded(self) -> None:
+        """register_connection: events reach the socket and the record; unregister stops it."""
+        bridge = RecordingBridge()
+        socket = FakeSocket()
+        connection = bridge.register_connection("u-1", socket)
+        reached = await bridge.send_to_user("u-1", {"type": "agent_started"})
+        await bridge.flush("u-1")
+        bridge.unregister_connection(connection)
+        after = await bridge.send_to_user("u-1", {"type": "agent_completed"})
+        await bridge.aclose()
+
+        assert (1, 1, ["agent_started"]) == (reached, after, socket.types())
+        assert ["agent_started", "agent_completed"] == bridge.types_for("u-1")
+        assert (True, False, 0) == (bridge.closed, bridge.resumable, bridge.connection_count())
 
 
 class TestFixtures:

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from enginescope.containers import EngineSettings
+from dependency_injector import containers, providers
+from enginescope.containers import (
+    EngineContainer,
+    EngineSettings,
+    InvalidSettingsError,
+    as_engine_settings,
+)
 from enginescope.engines import AgentWebSocketBridge, ExecutionEngineFactory
 from enginescope.engines.testing import RecordingBridge
 from pydantic import ValidationError
@@ -52,6 +58,12 @@ class TestEnvironment:
             ("ENGINESCOPE_MAX_CONCURRENT_RUNS", "8", "max_concurrent_runs", 8),
             ("ENGINESCOPE_BRIDGE_QUEUE_SIZE", "64", "bridge_queue_size", 64),
             ("ENGINESCOPE_BRIDGE_SEND_TIMEOUT_SECONDS", "1.5", "bridge_send_timeout_seconds", 1.5),
+            (
+                "ENGINESCOPE_BRIDGE_MAX_CONNECTIONS_PER_USER",
+                "3",
+                "bridge_max_connections_per_user",
+                3,
+            ),
             ("ENGINESCOPE_BACKEND", "redis", "backend", "redis"),
             ("ENGINESCOPE_REDIS_URL", "redis://cache:6380/1", "redis_url", "redis://cache:6380/1"),
             ("ENGINESCOPE_REDIS_LEASE_TTL_SECONDS", "45", "redis_lease_ttl_seconds", 45.0),
@@ -159,3 +171,71 @@ class TestOptions:
 
         assert (8, 0.5) == (bridge._queue_size, bridge._send_timeout)
         await bridge.close()
+
+
+class TestGivenToAContainer:
+    async def test_a_configuration_option_configures_the_container(self) -> None:
+        """``providers.Container(EngineContainer, settings=config.engines)`` works as written."""
+
+        class App(containers.DeclarativeContainer):
+            config = providers.Configuration()
+            engines = providers.Container(EngineContainer, settings=config.engines)
+
+        app = App()
+        app.config.from_dict({"engines": {"max_engines_per_user": "3", "bridge_queue_size": 4}})
+        await app.init_resources()
+        factory = await app.engines.engine_factory()
+        bridge = await app.engines.websocket_bridge()
+        await app.shutdown_resources()
+
+        assert (3, 4) == (factory.max_engines_per_user, bridge._queue_size)
+
+    def test_a_mapping_is_validated_into_settings(self) -> None:
+        """An overriding mapping becomes EngineSettings; the environment fills the rest."""
+        container = EngineContainer()
+        container.settings.override({"max_engines_per_user": 7})
+
+        settings = container.engine_settings()
+
+        assert (EngineSettings, 7, "memory") == (
+            type(settings),
+            settings.max_engines_per_user,
+            settings.backend,
+        )
+
+    def test_an_instance_is_used_as_it_is(self) -> None:
+        """EngineSettings given as settings is the very object the resources read."""
+        given = EngineSettings(max_engines_per_user=4)
+
+        assert given is as_engine_settings(given)
+
+    @pytest.mark.parametrize(
+        ("mapping", "field"),
+        [
+            ({"max_engines_per_user": 0}, "max_engines_per_user"),
+            ({"engine_timeout_seconds": "soon"}, "engine_timeout_seconds"),
+            ({"backend": "postgres"}, "backend"),
+            ({"max_engines": 3}, "max_engines"),
+        ],
+        ids=["out-of-range", "not-a-number", "unknown-backend", "unknown-field"],
+    )
+    async def test_a_bad_field_is_named_at_startup(
+        self, mapping: dict[str, object], field: str
+    ) -> None:
+        """A bad or unknown field fails init_resources with InvalidSettingsError naming it."""
+        container = EngineContainer()
+        container.settings.override(mapping)
+
+        with pytest.raises(InvalidSettingsError) as caught:
+            await container.init_resources()
+
+        assert field == caught.value.field
+        assert repr(field) in str(caught.value)
+        assert isinstance(caught.value, ValueError)
+
+    def test_something_else_is_refused_naming_settings(self) -> None:
+        """Neither settings nor a mapping (an unloaded Configuration gives None): refused."""
+        with pytest.raises(InvalidSettingsError, match="load the Configuration") as caught:
+            as_engine_settings(None)
+
+        assert "settings" == caught.value.field

@@ -20,6 +20,8 @@ from enginescope.engines import (
 )
 from enginescope.engines.testing import RecordingBridge, demo_agent
 
+from tests.support import Gate
+
 pytestmark = pytest.mark.asyncio
 
 FIVE_EVENTS = [
@@ -37,24 +39,6 @@ def make_engine(
     ctx = UserExecutionContext(user_id=user_id, thread_id="thread-1", run_id="run-1")
     emitter = UserWebSocketEmitter(ctx.user_id, ctx.thread_id, ctx.run_id, bridge)
     return UserExecutionEngine(ctx, emitter, agents=agents, **options)  # type: ignore[arg-type]
-
-
-class Gate:
-    """An agent that waits until released, recording that it started and how it ended."""
-
-    def __init__(self) -> None:
-        self.started = asyncio.Event()
-        self.release = asyncio.Event()
-        self.cancelled = False
-
-    async def __call__(self, run: AgentRun) -> str:
-        self.started.set()
-        try:
-            await self.release.wait()
-        except asyncio.CancelledError:
-            self.cancelled = True
-            raise
-        return "released"
 
 
 class TestExecuteAgent:

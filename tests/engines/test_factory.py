@@ -23,6 +23,8 @@ from enginescope.engines.testing import RecordingBridge, demo_agent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support import Gate
+
 MakeContext = Callable[..., UserExecutionContext]
 
 
@@ -40,17 +42,6 @@ def assert_consistent(factory: ExecutionEngineFactory) -> None:
         assert count <= factory.max_engines_per_user
         assert count == factory.slot_ledger.count(user_id)  # type: ignore[attr-defined]
     assert sum(per_user.values()) == factory.slot_ledger.total()  # type: ignore[attr-defined]
-
-
-class Gate:
-    def __init__(self) -> None:
-        self.started = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def __call__(self, run: AgentRun) -> str:
-        self.started.set()
-        await self.release.wait()
-        return "released"
 
 
 class Stubborn:

@@ -315,3 +315,54 @@ class TestCancellation:
         with pytest.raises(asyncio.CancelledError):
             await waiter
         assert (entered._pending, entered.closed) == ({}, True)
+
+
+class TestAccessors:
+    def test_get_returns_this_scopes_instance_or_the_default(self) -> None:
+        """Scope.get reads this scope's cache only, never the parent's."""
+        provider = Scoped(dict)
+        with scope("outer") as outer:
+            made = provider()
+            with scope("inner") as inner:
+                assert (made, None, "none") == (
+                    outer.get(provider),
+                    inner.get(provider),
+                    inner.get(provider, "none"),
+                )
+
+    def test_forget_drops_the_instance_but_keeps_its_teardown(self) -> None:
+        """After forget the next resolve creates anew; both instances are released at exit."""
+        released: list[int] = []
+        serials = iter(range(1, 10))
+
+        def make() -> Iterator[int]:
+            serial = next(serials)
+            yield serial
+            released.append(serial)
+
+        provider = Scoped(make)
+        with scope("u1") as entered:
+            first = provider()
+            entered.forget(provider)
+            second = provider()
+        assert (1, 2, [2, 1]) == (first, second, released)
+
+    def test_the_scope_says_how_it_was_entered(self) -> None:
+        """is_async is True inside ``async with`` and False inside ``with``."""
+
+        async def entered_async() -> bool:
+            async with scope("u1") as entered:
+                return entered.is_async
+
+        with scope("u1") as entered:
+            sync = entered.is_async
+        assert (False, True) == (sync, asyncio.run(entered_async()))
+
+    def test_scope_value_lives_beside_the_scope(self) -> None:
+        """ScopeValue is defined in the scope module and re-exported by the package."""
+        import importlib  # noqa: PLC0415 - the import is the test
+
+        from enginescope import providers  # noqa: PLC0415
+
+        scope_module = importlib.import_module("enginescope.providers.scope")
+        assert providers.ScopeValue is scope_module.ScopeValue

@@ -426,3 +426,70 @@ class TestTimeoutsInsideCreationAndTeardown:
         async with scope("u1"):
             with pytest.raises(TimeoutError):
                 await provider()
+
+
+class TestBuilding:
+    def test_set_provides_replaces_the_callable(self) -> None:
+        """set_provides returns the provider and later instances use the new callable."""
+        provider: Scoped[Any] = Scoped(dict)
+        assert provider is provider.set_provides(list)
+        with scope("u1"):
+            assert [] == provider()
+
+    def test_args_are_set_added_and_cleared(self) -> None:
+        """set_args replaces, add_args appends, clear_args drops the positional injections."""
+        provider: Scoped[Any] = Scoped(lambda *args: args, 1)
+        seen = [provider.set_args(2, 3).args, provider.add_args(4).args, provider.clear_args().args]
+        assert [(2, 3), (2, 3, 4), ()] == seen
+
+    def test_kwargs_are_set_added_and_cleared(self) -> None:
+        """set_kwargs replaces, add_kwargs adds, clear_kwargs drops the keyword injections."""
+        provider: Scoped[Any] = Scoped(dict, a=1)
+        seen = [
+            provider.set_kwargs(b=2).kwargs,
+            provider.add_kwargs(c=providers.Object(3)).kwargs,
+        ]
+        with scope("u1"):
+            built = provider()
+        assert [{"b": 2}, {"b": 2, "c": provider.kwargs["c"]}] == seen
+        assert ({"b": 2, "c": 3}, {}) == (built, provider.clear_kwargs().kwargs)
+
+    def test_built_in_a_containers_init_it_is_injected(self) -> None:
+        """Providers built step by step in a container's ``__init__`` work as declared ones."""
+
+        class App(containers.DeclarativeContainer):
+            user = ScopeValue()
+            greeting = Scoped(str)
+
+        app = App()
+        app.greeting.set_provides(lambda user, punctuation: f"hi {user}{punctuation}")
+        app.greeting.add_args(app.user).add_kwargs(punctuation="!")
+        with scope("ann"):
+            assert "hi ann!" == app.greeting()
+
+
+class TestReset:
+    def test_reset_drops_the_current_scopes_instance(self, journal: Journal) -> None:
+        """After reset the next resolve in the same scope is a new instance."""
+        provider = Scoped(journal.generator, "db")
+        with scope("u1"):
+            first = provider()
+            provider.reset()
+            second = provider()
+        assert ((1, 2), ["db", "db"]) == ((first.serial, second.serial), journal.closed())
+
+    def test_reset_leaves_other_scopes_alone(self, journal: Journal) -> None:
+        """Resetting in an inner scope keeps the outer scope's instance."""
+        provider = Scoped(journal.make, "db")
+        with scope("outer"):
+            outer = provider()
+            with scope("inner"):
+                provider()
+                provider.reset()
+            assert outer is provider()
+
+    def test_reset_outside_a_scope_does_nothing(self) -> None:
+        """Outside every scope reset is a no-op, as for ContextLocalSingleton."""
+        provider = Scoped(dict)
+        provider.reset()
+        assert get_current_scope() is None

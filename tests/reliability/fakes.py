@@ -16,6 +16,8 @@ from enginescope.engines import (
 )
 from enginescope.engines.testing import RecordingBridge
 
+from tests.support import FakeClock
+
 __all__ = [
     "CountingBridge",
     "DiscardSocket",
@@ -29,19 +31,6 @@ __all__ = [
     "gated_agent",
     "stepping_emitter_factory",
 ]
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Stepper:

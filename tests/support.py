@@ -1,0 +1,40 @@
+"""Small test doubles shared by several test modules (one home each)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from enginescope.engines import AgentRun
+
+__all__ = ["FakeClock", "Gate"]
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Gate:
+    """An agent that waits until released, recording that it started and how it ended."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.cancelled = False
+
+    async def __call__(self, run: AgentRun) -> str:
+        self.started.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return "released"
