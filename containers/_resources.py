@@ -48,12 +48,12 @@ async def open_slot_ledger(settings: EngineSettings) -> AsyncIterator[SlotLedger
     if settings.backend == "memory":
         yield InMemorySlotLedger()
     elif settings.backend == "redis":
-        from enginescope.engines.redis_slots import RedisSlotLedger  # noqa: PLC0415 - extra
+        from enginescope.engines.redis import RedisSlotLedger  # noqa: PLC0415 - extra
 
         yield RedisSlotLedger(
             settings.redis_url,
             lease_ttl_seconds=settings.redis_lease_ttl_seconds,
-            key_prefix=settings.redis_key_prefix,
+            **settings.redis_options(),
         )
     else:
         raise UnsupportedBackendError(settings.backend, "slot_ledger")
@@ -82,14 +82,14 @@ async def open_websocket_bridge(settings: EngineSettings) -> AsyncIterator[WebSo
 async def _redis_bridge(
     settings: EngineSettings, local: AgentWebSocketBridge
 ) -> AsyncIterator[WebSocketBridge]:
-    from enginescope.engines.redis_bridge import RedisWebSocketBridge  # noqa: PLC0415 - extra
+    from enginescope.engines.redis import RedisWebSocketBridge  # noqa: PLC0415 - extra
 
     bridge = RedisWebSocketBridge(
         settings.redis_url,
         local=local,
         stream_maxlen=settings.redis_stream_maxlen,
         replay_window_seconds=settings.redis_replay_window_seconds,
-        key_prefix=settings.redis_key_prefix,
+        **settings.redis_options(),
     )
     try:
         await bridge.start()

@@ -44,6 +44,9 @@ class EngineSettings(BaseSettings):
     redis_stream_maxlen: int = Field(default=1000, gt=0)
     redis_replay_window_seconds: float = Field(default=60, gt=0)
     redis_key_prefix: str = Field(default="enginescope", min_length=1)
+    redis_max_connections: int = Field(default=50, gt=0)
+    redis_pool_timeout_seconds: float = Field(default=5, gt=0)
+    redis_cluster: bool = False
 
     def factory_options(self) -> dict[str, Any]:
         """The keyword arguments of ``ExecutionEngineFactory`` these settings fix."""
@@ -54,6 +57,15 @@ class EngineSettings(BaseSettings):
             "shutdown_timeout_seconds": self.shutdown_timeout_seconds,
             "agent_timeout_seconds": self.agent_timeout_seconds,
             "max_concurrent_runs": self.max_concurrent_runs,
+        }
+
+    def redis_options(self) -> dict[str, Any]:
+        """The keyword arguments the Redis slot ledger and bridge share."""
+        return {
+            "key_prefix": self.redis_key_prefix,
+            "max_connections": self.redis_max_connections,
+            "pool_timeout_seconds": self.redis_pool_timeout_seconds,
+            "cluster": self.redis_cluster,
         }
 
     def bridge_options(self) -> dict[str, Any]:

@@ -66,6 +66,8 @@ from .errors import (
     InvalidTimeoutError,
     InvalidTimeoutTypeError,
     InvalidWebSocketBridgeError,
+    SlotLedgerConfigError,
+    SlotLedgerPoolExhaustedError,
     SlotLedgerUnavailableError,
     UserEngineLimitError,
     WebSocketBridgeError,
@@ -115,6 +117,8 @@ __all__ = [
     "RedisWebSocketBridge",
     "ResumableBridge",
     "SlotLedger",
+    "SlotLedgerConfigError",
+    "SlotLedgerPoolExhaustedError",
     "SlotLedgerUnavailableError",
     "SocketLike",
     "UserAgents",
@@ -138,19 +142,14 @@ __all__ = [
     "validate_user_context",
 ]
 
-_REDIS_EXPORTS = {
-    "RedisSlotLedger": ".redis_slots",
-    "RedisWebSocketBridge": ".redis_bridge",
-}
+_REDIS_EXPORTS = frozenset({"RedisSlotLedger", "RedisWebSocketBridge"})
 
 if TYPE_CHECKING:
-    from .redis_bridge import RedisWebSocketBridge
-    from .redis_slots import RedisSlotLedger
+    from .redis import RedisSlotLedger, RedisWebSocketBridge
 
 
 def __getattr__(name: str) -> object:
     """Import the Redis backend's names only when they are used."""
-    module = _REDIS_EXPORTS.get(name)
-    if module is None:
+    if name not in _REDIS_EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+    return getattr(importlib.import_module(".redis", __name__), name)

@@ -27,6 +27,8 @@ __all__ = [
     "InvalidTimeoutError",
     "InvalidTimeoutTypeError",
     "InvalidWebSocketBridgeError",
+    "SlotLedgerConfigError",
+    "SlotLedgerPoolExhaustedError",
     "SlotLedgerUnavailableError",
     "UserEngineLimitError",
     "WebSocketBridgeError",
@@ -160,6 +162,15 @@ class EngineBusyError(EngineScopeError, RuntimeError):
         )
 
 
+class SlotLedgerConfigError(ExecutionEngineFactoryError, InvalidSettingError):
+    """A slot ledger setting is out of range; ``field`` names it."""
+
+    def __init__(
+        self, field: str, value: object, expected: str, owner: str = "RedisSlotLedger"
+    ) -> None:
+        InvalidSettingError.__init__(self, field, value, expected, owner)
+
+
 class SlotLedgerUnavailableError(ExecutionEngineFactoryError):
     """The shared slot ledger (Redis) could not be reached, so the engine was refused."""
 
@@ -276,4 +287,19 @@ class FrameworkNotInstalledError(EngineScopeError, ImportError):
             f"The {framework} adapter needs {framework}, which is not installed; "
             f"install it with: pip install 'enginescope[{extra}]'",
             name=framework,
+        )
+
+
+class SlotLedgerPoolExhaustedError(SlotLedgerUnavailableError):
+    """Redis is up, but every pooled connection stayed busy, so the engine was refused."""
+
+    def __init__(self, user_id: str, url: str, reason: str) -> None:
+        self.user_id = user_id
+        self.url = url
+        self.reason = reason
+        ExecutionEngineFactoryError.__init__(
+            self,
+            f"Cannot admit an engine for user {user_id!r}: Redis at {url} is up, but {reason}. "
+            "The engine was refused so the per-user limit still holds; retry, or raise "
+            "ENGINESCOPE_REDIS_MAX_CONNECTIONS or ENGINESCOPE_REDIS_POOL_TIMEOUT_SECONDS.",
         )

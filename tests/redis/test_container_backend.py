@@ -40,6 +40,21 @@ class TestRedisBackend:
         finally:
             await container.shutdown_resources()
 
+    async def test_the_pool_settings_reach_the_ledger_and_the_bridge(self, redis_url: str) -> None:
+        """ENGINESCOPE_REDIS_MAX_CONNECTIONS and _POOL_TIMEOUT_SECONDS size both pools."""
+        container = redis_container(
+            redis_url, redis_max_connections=7, redis_pool_timeout_seconds=0.5
+        )
+        await container.init_resources()
+        try:
+            ledger = await container.slot_ledger()
+            bridge = await container.websocket_bridge()
+            pools = [ledger._client.connection_pool, bridge._handle.client.connection_pool]
+            assert [(7, 0.5), (7, 0.5)] == [(p.max_connections, p.timeout) for p in pools]
+            assert (False, False) == (ledger.cluster, bridge.cluster)
+        finally:
+            await container.shutdown_resources()
+
     async def test_two_containers_share_the_limit_and_the_events(
         self, redis_url: str, make_context: MakeContext
     ) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from enginescope.engines import UserEngineLimitError, UserExecutionContext, UserWebSocketEmitter
-from enginescope.engines.redis_slots import SlotLedgerUnavailableError
+from enginescope.engines.errors import SlotLedgerUnavailableError
 from enginescope.engines.testing import FakeSocket
 
 if TYPE_CHECKING:

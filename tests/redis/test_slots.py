@@ -16,7 +16,8 @@ from enginescope.engines import (
     UserEngineLimitError,
     UserExecutionContext,
 )
-from enginescope.engines.redis_slots import RedisSlotLedger, SlotLedgerUnavailableError
+from enginescope.engines.errors import SlotLedgerUnavailableError
+from enginescope.engines.redis import RedisSlotLedger
 
 if TYPE_CHECKING:
     from conftest import RedisServer, ReplicaMaker
@@ -193,7 +194,7 @@ class TestLeases:
         crashed = make_ledger(lease_ttl_seconds=0.5, heartbeat_interval_seconds=0.05)
         survivor = make_ledger(lease_ttl_seconds=0.5)
         await crashed.acquire("u-1", "a", 1)
-        heartbeat = crashed._heartbeat
+        heartbeat = crashed._heartbeat.task
         assert heartbeat is not None
         heartbeat.cancel()  # the process is gone: nothing renews its leases any more
         with pytest.raises(UserEngineLimitError):

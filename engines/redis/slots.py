@@ -17,110 +17,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 from typing import Any, Final
 
-import redis.asyncio as aioredis
-
-from ._redis import (
-    REDIS_ERRORS,
-    Backoff,
-    connect,
-    describe,
-    describe_error,
-    log_failure,
-    stop_task,
-)
-from .errors import (
+from .._lifecycle import BackgroundLoop, Backoff, check_positive
+from ..errors import (
     ExecutionEngineFactoryError,
+    SlotLedgerConfigError,
+    SlotLedgerPoolExhaustedError,
     SlotLedgerUnavailableError,
     UserEngineLimitError,
 )
+from ._client import (
+    ClientHandle,
+    PoolExhaustedError,
+    PoolOptions,
+    RedisClient,
+    describe_error,
+    log_failure,
+)
+from ._keys import bucket, encode_id, user_key
+from ._scripts import ACQUIRE, RENEW
 
-__all__ = ["RedisSlotLedger", "SlotLedgerUnavailableError"]
+__all__ = ["RedisSlotLedger"]
 
 logger = logging.getLogger(__name__)
 
 _RENEW_BATCH: Final = 256  # leases renewed per script call
-
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-_EXPIRE_WITH_NEWEST = """
-local function expire_with_newest(key)
-  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  if newest[2] then
-    redis.call('PEXPIREAT', key, math.floor(tonumber(newest[2])))
-  end
-end
-"""
-
-# KEYS[1] the user's slot set; ARGV: slot id, limit, lease ttl (ms).
-# Returns the user's count with this slot, or minus the count when the user is full.
-# Acquiring a slot already held renews it (a retried call never takes two slots).
-_ACQUIRE: Final = (
-    _NOW
-    + _EXPIRE_WITH_NEWEST
-    + """
-local key = KEYS[1]
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-local held = redis.call('ZCARD', key)
-if not redis.call('ZSCORE', key, ARGV[1]) then
-  if held >= tonumber(ARGV[2]) then
-    return -held
-  end
-  held = held + 1
-end
-redis.call('ZADD', key, now + tonumber(ARGV[3]), ARGV[1])
-expire_with_newest(key)
-return held
-"""
-)
-
-# KEYS: one slot set per lease; ARGV[1] lease ttl (ms), then (slot id, limit) per key.
-# Renews each lease; re-takes a lease that vanished (Redis restarted empty, or the lease
-# expired during an outage) while the user has room; reports the ones it could not re-take.
-_RENEW: Final = (
-    _NOW
-    + _EXPIRE_WITH_NEWEST
-    + """
-local expiry = now + tonumber(ARGV[1])
-local restored, lost = 0, {}
-for i, key in ipairs(KEYS) do
-  local slot, limit = ARGV[2 * i], tonumber(ARGV[2 * i + 1])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  if redis.call('ZSCORE', key, slot) then
-    redis.call('ZADD', key, expiry, slot)
-  elseif redis.call('ZCARD', key) < limit then
-    redis.call('ZADD', key, expiry, slot)
-    restored = restored + 1
-  else
-    lost[#lost + 1] = i
-  end
-  expire_with_newest(key)
-end
-return {restored, lost}
-"""
-)
-
 _Slot = tuple[str, str]  # (user_id, slot_id)
-
-
-def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ExecutionEngineFactoryError(
-            f"RedisSlotLedger {name} must be a positive number, got {value!r}; pass {name} > 0."
-        )
-    return float(value)
 
 
 class RedisSlotLedger:
     """A :class:`~enginescope.engines.slots.SlotLedger` shared by replicas through Redis.
 
-    ``client`` is a ``redis.asyncio.Redis`` (yours: not closed here) or a URL (a client is
-    built and closed by :meth:`aclose`). Leases last ``lease_ttl_seconds`` and are renewed
-    every ``heartbeat_interval_seconds`` (default: a third of the TTL).
+    ``client`` is a ``redis.asyncio.Redis`` or ``RedisCluster`` (yours: not closed here)
+    or a URL (a client is built, with at most ``max_connections`` pooled connections, per
+    node with ``cluster=True``, each call waiting up to ``pool_timeout_seconds`` for one,
+    and closed by :meth:`aclose`). Leases last ``lease_ttl_seconds`` and are renewed every
+    ``heartbeat_interval_seconds`` (default: a third of the TTL).
     """
 
     immediate = False
@@ -128,25 +62,43 @@ class RedisSlotLedger:
 
     def __init__(
         self,
-        client: aioredis.Redis | str,
+        client: RedisClient | str,
         *,
         lease_ttl_seconds: float = 30.0,
         heartbeat_interval_seconds: float | None = None,
         key_prefix: str = "enginescope",
+        max_connections: int = 50,
+        pool_timeout_seconds: float = 5.0,
+        cluster: bool = False,
     ) -> None:
-        ttl = _check_positive("lease_ttl_seconds", lease_ttl_seconds)
+        setting = partial(check_positive, error=SlotLedgerConfigError)
+        ttl = setting("lease_ttl_seconds", lease_ttl_seconds)
         interval = ttl / 3 if heartbeat_interval_seconds is None else heartbeat_interval_seconds
-        self._interval = _check_positive("heartbeat_interval_seconds", interval)
+        self._interval = setting("heartbeat_interval_seconds", interval)
+        setting("max_connections", max_connections, integer=True)
+        setting("pool_timeout_seconds", pool_timeout_seconds)
         self._ttl_ms = max(1, round(ttl * 1000))
-        self._client, self._owns_client = connect(client, socket_timeout=max(5.0, ttl / 2))
-        self._url = describe(self._client)
+        self._handle = ClientHandle(
+            client,
+            socket_timeout=max(5.0, ttl / 2),
+            pool=PoolOptions(max_connections, pool_timeout_seconds, cluster),
+        )
+        self._client = self._handle.client
+        self._url = self._handle.url
         self._prefix = key_prefix
-        self._acquire = self._client.register_script(_ACQUIRE)
-        self._renew = self._client.register_script(_RENEW)
+        self._acquire = self._client.register_script(ACQUIRE)
+        self._renew = self._client.register_script(RENEW)
         self._held: dict[_Slot, int] = {}  # our leases -> the limit they were taken under
         self._unleased: set[_Slot] = set()  # held, but the lease could not be re-taken
         self._releases: set[asyncio.Task[None]] = set()
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._backoff = Backoff(base=min(0.05, self._interval), cap=self._interval)
+        self._heartbeat = BackgroundLoop(
+            "enginescope-slot-heartbeat",
+            self._beat,
+            on_error=self._beat_failed,
+            on_recovered=self._beat_recovered,
+            backoff=self._backoff,
+        )
         self._closed = False
         self._counters = dict.fromkeys(
             (
@@ -155,6 +107,7 @@ class RedisSlotLedger:
                 "released",
                 "release_errors",
                 "unavailable_errors",
+                "pool_exhausted_errors",
                 "heartbeats",
                 "heartbeat_errors",
                 "leases_restored",
@@ -174,9 +127,21 @@ class RedisSlotLedger:
         """Where the ledger's Redis is (without credentials)."""
         return self._url
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
+    is_closed = closed
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the ledger talks to a Redis Cluster."""
+        return self._handle.cluster
+
     def key(self, user_id: str) -> str:
         """The Redis key of ``user_id``'s slot set."""
-        return f"{self._prefix}:slots:{user_id}"
+        return user_key(self._prefix, "slots", user_id, cluster=self._handle.cluster)
 
     # -- acquire / release -----------------------------------------------------------
 
@@ -185,31 +150,39 @@ class RedisSlotLedger:
 
         Raises :class:`UserEngineLimitError` when the user holds ``limit`` live leases
         across all replicas, and :class:`SlotLedgerUnavailableError` when Redis cannot be
-        reached. If the call is cancelled after the script may have run, the slot is
-        released (shielded) before the cancellation propagates.
+        reached (:class:`SlotLedgerPoolExhaustedError` when Redis is up but every pooled
+        connection stayed busy). An id Redis cannot store is an ``InvalidContextError``.
+        If the call is cancelled after the script may have run, the slot is released
+        (shielded) before the cancellation propagates.
         """
         if self._closed:
             raise ExecutionEngineFactoryError(
                 "RedisSlotLedger is closed (its factory was shut down); build a new ledger."
             )
+        encode_id("user_id", user_id)
+        encode_id("slot_id", slot_id)
         count = await self._run_acquire(user_id, slot_id, limit)
         if count < 0:
             self._counters["refused"] += 1
             raise UserEngineLimitError(user_id, -count, limit)
         self._held[user_id, slot_id] = limit
         self._counters["acquired"] += 1
-        self._ensure_heartbeat()
+        self._heartbeat.start()
         return count
 
     async def _run_acquire(self, user_id: str, slot_id: str, limit: int) -> int:
         try:
-            result = await self._acquire(
-                keys=[self.key(user_id)], args=[slot_id, limit, self._ttl_ms]
-            )
+            async with self._handle.turn():
+                result = await self._acquire(
+                    keys=[self.key(user_id)], args=[slot_id, limit, self._ttl_ms]
+                )
         except asyncio.CancelledError:
             await self._release_after_cancel(user_id, slot_id)
             raise
-        except REDIS_ERRORS as error:
+        except PoolExhaustedError as error:
+            self._counters["pool_exhausted_errors"] += 1
+            raise SlotLedgerPoolExhaustedError(user_id, self._url, str(error)) from error
+        except Exception as error:  # fail closed: without Redis's answer, no engine
             self._counters["unavailable_errors"] += 1
             raise SlotLedgerUnavailableError(user_id, self._url, describe_error(error)) from error
         return int(result)
@@ -224,8 +197,9 @@ class RedisSlotLedger:
 
     async def _release_quietly(self, user_id: str, slot_id: str) -> None:
         try:
-            await self._client.zrem(self.key(user_id), slot_id)
-        except REDIS_ERRORS as error:
+            async with self._handle.turn():
+                await self._client.zrem(self.key(user_id), slot_id)
+        except Exception as error:  # noqa: BLE001 - a release never raises; the lease expires
             self._release_failed(user_id, slot_id, error)
 
     async def release(self, user_id: str, slot_id: str) -> bool:
@@ -237,8 +211,9 @@ class RedisSlotLedger:
         was_held = self._held.pop((user_id, slot_id), None) is not None
         self._unleased.discard((user_id, slot_id))
         try:
-            removed = int(await self._client.zrem(self.key(user_id), slot_id))
-        except REDIS_ERRORS as error:
+            async with self._handle.turn():
+                removed = int(await self._client.zrem(self.key(user_id), slot_id))
+        except Exception as error:  # noqa: BLE001 - a release never raises; the lease expires
             self._release_failed(user_id, slot_id, error)
             return was_held
         if was_held or removed:
@@ -257,27 +232,17 @@ class RedisSlotLedger:
 
     # -- the heartbeat ---------------------------------------------------------------
 
-    def _ensure_heartbeat(self) -> None:
-        if self._heartbeat is None or self._heartbeat.done():
-            self._heartbeat = asyncio.get_running_loop().create_task(
-                self._beat_forever(), name="enginescope-slot-heartbeat"
-            )
+    async def _beat(self) -> None:
+        if not self._backoff.failing:  # after a failure, the backoff delay was the wait
+            await asyncio.sleep(self._interval)
+        await self.renew_leases()
 
-    async def _beat_forever(self) -> None:
-        backoff = Backoff(base=min(0.05, self._interval), cap=self._interval)
-        delay = self._interval  # leases were just taken: the first renewal is one beat away
-        while not self._closed:
-            await asyncio.sleep(delay)
-            try:
-                await self.renew_leases()
-            except REDIS_ERRORS as error:
-                self._counters["heartbeat_errors"] += 1
-                log_failure(logger, backoff, "Renewing engine slot leases", self._url, error)
-                delay = backoff.failed()
-                continue
-            if backoff.succeeded():
-                logger.info("Engine slot leases renewed again", extra={"redis_url": self._url})
-            delay = self._interval
+    def _beat_failed(self, error: BaseException, backoff: Backoff) -> None:
+        self._counters["heartbeat_errors"] += 1
+        log_failure(logger, backoff, "Renewing engine slot leases", self._url, error)
+
+    def _beat_recovered(self) -> None:
+        logger.info("Engine slot leases renewed again", extra={"redis_url": self._url})
 
     async def renew_leases(self) -> int:
         """Renew every lease this ledger holds now; return how many were renewed.
@@ -287,17 +252,28 @@ class RedisSlotLedger:
         held = dict(self._held)
         slots = list(held)
         renewed = 0
-        for start in range(0, len(slots), _RENEW_BATCH):
-            renewed += await self._renew_batch(slots[start : start + _RENEW_BATCH], held)
+        for group in self._by_bucket(slots):
+            for start in range(0, len(group), _RENEW_BATCH):
+                renewed += await self._renew_batch(group[start : start + _RENEW_BATCH], held)
         self._counters["heartbeats"] += 1
         await self._forget_released_during(slots)
         return renewed
+
+    def _by_bucket(self, slots: list[_Slot]) -> list[list[_Slot]]:
+        """``slots`` grouped so that one script call touches one hash slot (in a cluster)."""
+        groups: dict[int, list[_Slot]] = {}
+        for slot in slots:
+            groups.setdefault(bucket(slot[0], cluster=self._handle.cluster), []).append(slot)
+        return list(groups.values())
 
     async def _renew_batch(self, batch: list[_Slot], held: dict[_Slot, int]) -> int:
         args: list[Any] = [self._ttl_ms]
         for slot in batch:
             args += [slot[1], held[slot]]
-        restored, lost = await self._renew(keys=[self.key(user) for user, _ in batch], args=args)
+        async with self._handle.turn():
+            restored, lost = await self._renew(
+                keys=[self.key(user) for user, _ in batch], args=args
+            )
         lost_slots = {batch[int(index) - 1] for index in lost}
         self._counters["leases_restored"] += int(restored)
         self._counters["leases_lost"] += len(lost_slots - self._unleased)
@@ -316,7 +292,7 @@ class RedisSlotLedger:
         stale = [slot for slot in slots if slot not in self._held]
         if not stale:
             return
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with self._handle.turn(), self._client.pipeline(transaction=False) as pipe:
             for user_id, slot_id in stale:
                 pipe.zrem(self.key(user_id), slot_id)
             await pipe.execute()
@@ -328,15 +304,13 @@ class RedisSlotLedger:
         if self._closed:
             return
         self._closed = True
-        heartbeat, self._heartbeat = self._heartbeat, None
-        await stop_task(heartbeat)
+        await self._heartbeat.aclose()
         try:
             await self._release_all()
         finally:
             if self._releases:
                 await asyncio.wait(tuple(self._releases))
-            if self._owns_client:
-                await self._client.aclose()
+            await self._handle.aclose()
 
     async def _release_all(self) -> None:
         held, self._held = list(self._held), {}
@@ -344,11 +318,11 @@ class RedisSlotLedger:
         if not held:
             return
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self._handle.turn(), self._client.pipeline(transaction=False) as pipe:
                 for user_id, slot_id in held:
                     pipe.zrem(self.key(user_id), slot_id)
                 await pipe.execute()
-        except REDIS_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - a release never raises; the lease expires
             self._counters["release_errors"] += len(held)
             logger.warning(
                 "Could not release %d engine slots in Redis at %s on close (%s); their leases "
@@ -368,7 +342,7 @@ class RedisSlotLedger:
             **self._counters,
             "held_slots": len(self._held),
             "unleased_slots": len(self._unleased),
-            "heartbeat_running": self._heartbeat is not None and not self._heartbeat.done(),
+            "heartbeat_running": self._heartbeat.running,
             "lease_ttl_seconds": self._ttl_ms / 1000,
             "heartbeat_interval_seconds": self._interval,
             "redis_url": self._url,
