@@ -79,6 +79,7 @@ class Session:
         self.thread_id = new_thread_id()
         self.threads = {self.thread_id}
         self.runs: set[asyncio.Task[None]] = set()
+        self.runs_by_id: dict[str, asyncio.Task[None]] = {}
         self.connection: Connection | None = None
         self.resumable = False  # subscribed through a ResumableBridge
 
@@ -96,10 +97,22 @@ class Session:
             await self.socket.send_first(error_event(code, message))
         await self.socket.close(close_code, reason)
 
-    def start(self, run: Awaitable[None]) -> None:
+    def start(self, run: Awaitable[None], run_id: str | None = None) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(run)
         self.runs.add(task)
         task.add_done_callback(self.runs.discard)
+        if run_id is not None:
+            self.runs_by_id[run_id] = task
+            task.add_done_callback(lambda _: self.runs_by_id.pop(run_id, None))
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel this socket's run ``run_id`` (it ends with ``agent_stopped``); ``False``
+        when no run of this socket has that id (another socket's, or already ended)."""
+        task = self.runs_by_id.get(run_id)
+        if task is None:
+            return False
+        task.cancel()
+        return True
 
     async def stop_runs(self, timeout: float) -> None:
         """Cancel this socket's runs and wait (up to ``timeout``) for their scopes to close."""

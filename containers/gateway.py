@@ -62,7 +62,9 @@ class WebSocketGateway:
     before the resources start. :meth:`for_container` does this for you.
 
     The protocol is JSON text frames. Inbound: ``{"type": "message", "text": "...",
-    "thread_id": optional}``, ``{"type": "new_thread"}``, ``{"type": "ping"}``. Outbound:
+    "thread_id": optional}``, ``{"type": "new_thread"}``, ``{"type": "ping"}``, and
+    ``{"type": "cancel", "run_id": "..."}`` (Stop: a run of this socket ends with
+    ``agent_stopped``; any other run id is an ``unknown_run`` error). Outbound:
     a ``session`` event on connect (user id and a server-issued thread id), the agent's
     events, ``thread`` and ``pong`` replies, and ``error`` events (``code``, ``message``).
     The client never chooses a user id or run id, and may only name thread ids this
@@ -293,8 +295,10 @@ class WebSocketGateway:
             await session.socket.send_json({"type": "thread", "thread_id": thread_id})
         elif kind == "ping":
             await session.socket.send_json({"type": "pong"})
+        elif kind == "cancel":
+            await self._cancel(session, data.get("run_id"))
         else:
-            known = "'message', 'new_thread' or 'ping'"
+            known = "'message', 'new_thread', 'cancel' or 'ping'"
             await session.send_error("unknown_type", f"Unknown message type; use {known}.")
 
     async def _accept_message(self, session: Session, data: Mapping[str, Any]) -> None:
@@ -313,13 +317,22 @@ class WebSocketGateway:
         elif self._closing:
             await session.send_error("shutting_down", "The server is shutting down.")
         else:
-            session.start(self._run(session, str(thread_id), text))
+            run_id = new_run_id()
+            session.start(self._run(session, str(thread_id), text, run_id), run_id)
 
-    async def _run(self, session: Session, thread_id: str, text: str) -> None:
+    async def _cancel(self, session: Session, run_id: object) -> None:
+        if not isinstance(run_id, str) or not session.cancel(run_id):
+            await session.send_error(
+                "unknown_run",
+                "That run id is not a running run of this socket.",
+                run_id=run_id if isinstance(run_id, str) else None,
+            )
+
+    async def _run(self, session: Session, thread_id: str, text: str, run_id: str) -> None:
         context = UserExecutionContext(
             user_id=session.user_id,
             thread_id=thread_id,
-            run_id=new_run_id(),
+            run_id=run_id,
             websocket_client_id=session.connection.connection_id if session.connection else None,
         )
         try:

@@ -8,7 +8,16 @@ Pure asyncio and pydantic; imports no DI framework. The Redis backend
 import importlib
 from typing import TYPE_CHECKING
 
-from .agents import Agent, AgentFactory, AgentRegistry, AgentResult, AgentRun, UserAgents
+from .agents import (
+    STOP_REASONS,
+    Agent,
+    AgentFactory,
+    AgentRegistry,
+    AgentResult,
+    AgentRun,
+    UserAgents,
+    inline_tool,
+)
 from .bridge import (
     TRY_AGAIN_LATER,
     AgentWebSocketBridge,
@@ -48,7 +57,9 @@ from .errors import (
     FactoryConfigError,
     FactoryNotConfiguredError,
     FactoryShutdownError,
+    FrameworkNotInstalledError,
     InvalidContextError,
+    InvalidEventSettingError,
     InvalidResumeTokenError,
     InvalidSettingError,
     InvalidSocketError,
@@ -65,6 +76,7 @@ from .slots import ImmediateSlotLedger, InMemorySlotLedger, SlotLedger
 
 __all__ = [
     "EVENT_TYPES",
+    "STOP_REASONS",
     "TRY_AGAIN_LATER",
     "Agent",
     "AgentFactory",
@@ -88,9 +100,11 @@ __all__ = [
     "FactoryConfigError",
     "FactoryNotConfiguredError",
     "FactoryShutdownError",
+    "FrameworkNotInstalledError",
     "ImmediateSlotLedger",
     "InMemorySlotLedger",
     "InvalidContextError",
+    "InvalidEventSettingError",
     "InvalidResumeTokenError",
     "InvalidSettingError",
     "InvalidSocketError",
@@ -114,6 +128,7 @@ __all__ = [
     "configure_execution_engine_factory",
     "create_request_scoped_engine",
     "get_execution_engine_factory",
+    "inline_tool",
     "metadata_limits",
     "redact_text",
     "reset_execution_engine_factory",

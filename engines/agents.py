@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeAlias, TypeVar
 
 from .context import UserExecutionContext
 from .errors import AgentNotFoundError
@@ -16,13 +17,18 @@ if TYPE_CHECKING:
     from .emitter import UserWebSocketEmitter
 
 __all__ = [
+    "STOP_REASONS",
     "Agent",
     "AgentFactory",
     "AgentRegistry",
     "AgentResult",
     "AgentRun",
     "UserAgents",
+    "inline_tool",
 ]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 Agent: TypeAlias = Callable[["AgentRun"], Awaitable[Any]]
 """An agent is an async callable that receives an :class:`AgentRun` and returns its result."""
@@ -43,10 +49,62 @@ class AgentResult:
     duration_ms: float = 0.0
 
 
-class AgentRun:
-    """What an agent sees of its run: the context, the message, and ways to report progress."""
+STOP_REASONS: Final = ("cancelled", "timeout", "engine_closed")
+"""The ``data.reason`` of an ``agent_stopped`` event: the caller (or a Stop) cancelled the
+run, it ran past its timeout, or its engine was cleaned up."""
 
-    __slots__ = ("_caller", "_emitter", "agent_name", "cancel_reason", "context", "message")
+_INLINE: Final = "__enginescope_inline__"
+
+
+def inline_tool(fn: Callable[P, R]) -> Callable[P, R]:
+    """Mark a sync tool as trivial, so :meth:`AgentRun.use_tool` calls it on the event
+    loop's thread instead of in a worker thread. Usable as a decorator; for functions that
+    return at once (no I/O, no locks), where a thread hop costs more than the call."""
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return fn(*args, **kwargs)
+
+    setattr(call, _INLINE, True)
+    return call
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object whose __call__ is async
+    )
+
+
+async def _call_tool(fn: Callable[..., Any], params: dict[str, Any]) -> Any:
+    """``fn(**params)``: awaited when async, inline when marked, else in a worker thread
+    that sees the caller's context variables (``asyncio.to_thread`` copies them)."""
+    if _is_async(fn) or getattr(fn, _INLINE, False):
+        result = fn(**params)
+    else:
+        result = await asyncio.to_thread(fn, **params)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class AgentRun:
+    """What an agent sees of its run: the context, the message, and ways to report progress.
+
+    Once the run is asked to stop (its engine closes, it times out, its caller is
+    cancelled) or has sent its final event, its reports send nothing, so a run that
+    swallows its cancellation still ends with exactly one final event.
+    """
+
+    __slots__ = (
+        "_caller",
+        "_emitter",
+        "_finished",
+        "agent_name",
+        "cancel_reason",
+        "context",
+        "message",
+        "stop_reason",
+    )
 
     def __init__(
         self,
@@ -61,12 +119,30 @@ class AgentRun:
         self.agent_name = agent_name
         self.message = message
         self.cancel_reason: str | None = None
+        self.stop_reason: str | None = None
         self._emitter = emitter
         self._caller = caller
+        self._finished = False
 
     def caller_cancelled(self) -> bool:
         """Whether ``caller``, the task that started this run, is being cancelled."""
         return self._caller is not None and self._caller.cancelling() > 0
+
+    @property
+    def is_stopping(self) -> bool:
+        """Whether the run was asked to stop before it finished."""
+        return self.stop_reason is not None or self.caller_cancelled()
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether the run sent its final event; it sends nothing more."""
+        return self._finished
+
+    def request_stop(self, reason: str, message: str) -> None:
+        """Mark the run as stopping with ``reason`` (one of :data:`STOP_REASONS`) unless
+        it already is; the engine calls this before it cancels the run's task."""
+        if self.stop_reason is None:
+            self.stop_reason, self.cancel_reason = reason, message
 
     def __repr__(self) -> str:
         return (
@@ -74,30 +150,91 @@ class AgentRun:
             f"run_id={self.context.run_id!r}>"
         )
 
+    def _silent(self) -> bool:
+        return self._finished or self.is_stopping
+
     async def think(self, text: str, *, step: int | None = None) -> None:
         """Report a reasoning step to the user (an ``agent_thinking`` event)."""
-        await self._emitter.notify_agent_thinking(self.agent_name, text, step=step)
+        if not self._silent():
+            await self._emitter.notify_agent_thinking(self.agent_name, text, step=step)
+
+    async def stream_text(self, text: str) -> None:
+        """Stream a piece of the reply as it is written (``agent_text_delta`` events).
+
+        Pieces are coalesced by the emitter (at most one event per 50 ms or 256
+        characters by default) and flushed before the run's next other event, so the
+        deltas a client joins are exactly the text streamed here."""
+        if not self._silent():
+            await self._emitter.notify_agent_text_delta(self.agent_name, text)
 
     async def use_tool(self, tool_name: str, fn: Callable[..., Any], /, **params: Any) -> Any:
-        """Run ``fn(**params)`` (sync or async) between ``tool_executing`` and
-        ``tool_completed`` events, and return its result. A failing tool reports its error
-        in ``tool_completed`` and re-raises."""
-        emitter = self._emitter
-        await emitter.notify_tool_executing(self.agent_name, tool_name, params)
+        """Run ``fn(**params)`` between ``tool_executing`` and ``tool_completed`` events,
+        and return its result. A failing tool reports its error in ``tool_completed`` and
+        re-raises.
+
+        An async ``fn`` is awaited. A sync ``fn`` runs in a worker thread (with the
+        caller's context variables), so a blocking call stalls no other user; mark a
+        trivial one with :func:`inline_tool` to call it on the event loop's thread."""
+        await self.report_tool_executing(tool_name, params)
         started = time.perf_counter()
         try:
-            result = fn(**params)
-            if inspect.isawaitable(result):
-                result = await result
+            result = await _call_tool(fn, params)
         except Exception as exc:
-            await emitter.notify_tool_completed(
-                self.agent_name, tool_name, None, duration_ms=_ms_since(started), error=str(exc)
+            await self.report_tool_completed(
+                tool_name, None, duration_ms=_ms_since(started), error=str(exc)
             )
             raise
-        await emitter.notify_tool_completed(
-            self.agent_name, tool_name, result, duration_ms=_ms_since(started)
-        )
+        await self.report_tool_completed(tool_name, result, duration_ms=_ms_since(started))
         return result
+
+    async def report_tool_executing(self, tool_name: str, params: Mapping[str, Any]) -> None:
+        """A tool the agent runs by itself (a framework's tool) is starting."""
+        if not self._silent():
+            await self._emitter.notify_tool_executing(self.agent_name, tool_name, params)
+
+    async def report_tool_completed(
+        self,
+        tool_name: str,
+        result: Any = None,
+        *,
+        duration_ms: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        """A tool the agent runs by itself finished with ``result`` or failed with ``error``."""
+        if not self._silent():
+            await self._emitter.notify_tool_completed(
+                self.agent_name, tool_name, result, duration_ms=duration_ms, error=error
+            )
+
+    async def finish_completed(self, result: Any, duration_ms: float) -> None:
+        """Send ``agent_completed`` as the run's final event (the engine calls this)."""
+        if not self._finished:
+            self._finished = True
+            await self._emitter.notify_agent_completed(
+                self.agent_name, result, duration_ms=duration_ms
+            )
+
+    async def finish_failed(self, error: BaseException, duration_ms: float) -> None:
+        """Send ``agent_error`` as the run's final event (the engine calls this)."""
+        if not self._finished:
+            self._finished = True
+            await self._emitter.notify_agent_error(self.agent_name, error, duration_ms=duration_ms)
+
+    async def finish_stopped(self, duration_ms: float) -> None:
+        """Send ``agent_stopped`` as the run's final event (the engine calls this)."""
+        if self._finished:
+            return
+        self._finished = True
+        if self.stop_reason is None:
+            self.request_stop(
+                "cancelled", "cancelled by the caller" if self.caller_cancelled() else "cancelled"
+            )
+        await self._emitter.notify_agent_stopped(
+            self.agent_name,
+            self.stop_reason or "cancelled",
+            message=self.cancel_reason,
+            duration_ms=duration_ms,
+        )
 
 
 def _ms_since(started: float) -> float:

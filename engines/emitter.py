@@ -4,21 +4,40 @@ A :class:`UserWebSocketEmitter` is bound to one ``(user_id, thread_id, run_id)``
 event it builds carries that user id and goes to that user only. There is no argument to
 address anybody else. Tool parameters and results are :func:`sanitize`-d on the way in,
 free text (thoughts, messages, error messages) goes through :func:`redact_text`.
+
+Streamed text (``agent_text_delta``) is coalesced: pieces wait in a buffer and go out as
+one event once ``text_delta_max_chars`` characters wait or ``text_delta_interval_seconds``
+passed since the last text event, and always before the run's next other event, so the
+concatenated deltas are the streamed text and a run cannot flood a socket.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from ._text_stream import (
+    DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_MAX_CHARS,
+    DEFAULT_OPTIONS,
+    TextBuffer,
+    TextOptions,
+    text_options,
+)
 from .bridge import WebSocketBridge, require_bridge
 from .context import UserExecutionContext, require_identifier
 from .sanitize import redact_text, sanitize
 
-__all__ = ["EVENT_TYPES", "UserWebSocketEmitter", "sanitize"]
+__all__ = [
+    "DEFAULT_TEXT_DELTA_INTERVAL_SECONDS",
+    "DEFAULT_TEXT_DELTA_MAX_CHARS",
+    "EVENT_TYPES",
+    "UserWebSocketEmitter",
+    "sanitize",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +48,14 @@ EVENT_TYPES: Final = (
     "tool_completed",
     "agent_completed",
     "agent_error",
+    "agent_text_delta",
+    "agent_stopped",
 )
+
+DEFAULT_TEXT_DELTA_INTERVAL_SECONDS: Final = DEFAULT_INTERVAL_SECONDS
+"""At most one ``agent_text_delta`` per 50 ms of a run, unless enough text waits."""
+DEFAULT_TEXT_DELTA_MAX_CHARS: Final = DEFAULT_MAX_CHARS
+"""An ``agent_text_delta`` goes out once 256 characters wait, and carries at most that."""
 
 
 def _text(value: object) -> str:
@@ -88,27 +114,40 @@ class UserWebSocketEmitter:
 
     Each ``notify_*`` returns how many connections the event reached. A failing bridge is
     logged and counted, never raised into the agent. After :meth:`close` nothing is sent.
+    ``text_delta_interval_seconds`` and ``text_delta_max_chars`` set how streamed text is
+    coalesced (see the module's docstring); ``clock`` is the monotonic clock they use.
     """
 
     __slots__ = (
         "_bridge",
         "_closed",
+        "_pending",
         "_run_id",
         "_sent",
         "_seq",
+        "_text_options",
         "_thread_id",
         "_undelivered",
         "_user_id",
     )
 
     def __init__(
-        self, user_id: str, thread_id: str, run_id: str, websocket_bridge: WebSocketBridge
+        self,
+        user_id: str,
+        thread_id: str,
+        run_id: str,
+        websocket_bridge: WebSocketBridge,
+        *,
+        text_delta_interval_seconds: float = DEFAULT_TEXT_DELTA_INTERVAL_SECONDS,
+        text_delta_max_chars: int = DEFAULT_TEXT_DELTA_MAX_CHARS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._bind(
             require_identifier("user_id", user_id),
             require_identifier("thread_id", thread_id),
             require_identifier("run_id", run_id),
             require_bridge(websocket_bridge),
+            text_options(text_delta_interval_seconds, text_delta_max_chars, clock),
         )
 
     @classmethod
@@ -119,15 +158,28 @@ class UserWebSocketEmitter:
         :class:`UserExecutionContext` is validated when it is built."""
         emitter = cls.__new__(cls)
         emitter._bind(
-            context.user_id, context.thread_id, context.run_id, require_bridge(websocket_bridge)
+            context.user_id,
+            context.thread_id,
+            context.run_id,
+            require_bridge(websocket_bridge),
+            DEFAULT_OPTIONS,
         )
         return emitter
 
-    def _bind(self, user_id: str, thread_id: str, run_id: str, bridge: WebSocketBridge) -> None:
+    def _bind(
+        self,
+        user_id: str,
+        thread_id: str,
+        run_id: str,
+        bridge: WebSocketBridge,
+        text: TextOptions,
+    ) -> None:
         self._user_id = user_id
         self._thread_id = thread_id
         self._run_id = run_id
         self._bridge = bridge
+        self._text_options = text
+        self._pending: TextBuffer | None = None  # made at the first streamed text
         self._seq = 0
         self._closed = False
         self._sent = 0
@@ -230,14 +282,60 @@ class UserWebSocketEmitter:
         }
         return await self._emit("agent_error", agent_name, payload)
 
+    async def notify_agent_stopped(
+        self,
+        agent_name: str,
+        reason: str,
+        *,
+        message: str | None = None,
+        duration_ms: float | None = None,
+    ) -> int:
+        """The run was stopped before it finished (``reason``: ``"cancelled"``,
+        ``"timeout"`` or ``"engine_closed"``); this is the run's last event."""
+        payload = {
+            "reason": _text(reason),
+            "message": None if message is None else _text(message),
+            "duration_ms": sanitize(duration_ms),
+        }
+        return await self._emit("agent_stopped", agent_name, payload)
+
+    async def notify_agent_text_delta(self, agent_name: str, delta: str) -> int:
+        """Streamed text: ``delta`` joins the buffer, which goes out as ``agent_text_delta``
+        events when enough text waits or enough time passed. Returns the connections
+        reached, 0 while the text waits."""
+        if not delta or self._closed:
+            return 0
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = TextBuffer(self._text_options)
+        elif pending and agent_name != pending.agent:
+            await self.flush_text()
+        return await self.flush_text() if pending.add(agent_name, delta) else 0
+
+    async def flush_text(self) -> int:
+        """Send the streamed text that waits now, in pieces of at most
+        ``text_delta_max_chars``. Other events flush first by themselves."""
+        pending, reached = self._pending, 0
+        if not pending:
+            return 0
+        agent_name = pending.agent
+        for piece in pending.take():
+            reached = await self._emit("agent_text_delta", agent_name, {"delta": _text(piece)})
+        return reached
+
     async def close(self) -> None:
-        """Stop sending; later ``notify_*`` calls send nothing and return 0. Idempotent."""
+        """Stop sending; later ``notify_*`` calls send nothing and return 0. Text still
+        waiting is dropped. Idempotent."""
         self._closed = True
+        if self._pending is not None:
+            self._pending.clear()
 
     async def _emit(self, event_type: str, agent_name: str, data: dict[str, object]) -> int:
         if self._closed:
             self._undelivered += 1
             return 0
+        if self._pending and event_type != "agent_text_delta":
+            await self.flush_text()
         envelope = self._envelope(event_type, agent_name, data)
         try:
             reached = _as_count(await self._bridge.send_to_user(self._user_id, envelope))

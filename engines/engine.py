@@ -141,11 +141,13 @@ class UserExecutionEngine:
     ) -> AgentResult:
         """Run ``agent_name`` on ``message`` and return its :class:`AgentResult`.
 
-        Emits ``agent_started``, the agent's own progress events, then ``agent_completed``
-        or ``agent_error``. An agent's exception, a timeout, or the engine closing give a
-        failed result; the engine stays usable after a failed run. Cancelling the caller
-        cancels the run and propagates. ``timeout`` is a positive number of seconds; ``inf``
-        means no deadline, ``None`` the engine's ``agent_timeout_seconds``.
+        Emits ``agent_started``, the agent's own progress events, then one final event:
+        ``agent_completed``, ``agent_error`` (the agent raised) or ``agent_stopped`` (a
+        timeout, the engine closing or a cancelled caller; ``data.reason`` says which).
+        An agent's exception, a timeout, or the engine closing give a failed result; the
+        engine stays usable after a failed run. Cancelling the caller cancels the run and
+        propagates. ``timeout`` is a positive number of
+        seconds; ``inf`` means no deadline, ``None`` the engine's ``agent_timeout_seconds``.
         """
         seconds = check_timeout(timeout)
         run = self._start_run(agent_name, message)
@@ -158,10 +160,10 @@ class UserExecutionEngine:
         try:
             done, _ = await asyncio.wait((task,), timeout=limit)
         except asyncio.CancelledError:
-            await _stop(task, run, "cancelled by the caller")
+            await _stop(task, run, "cancelled", "cancelled by the caller")
             raise
         if not done:
-            await _stop(task, run, f"timed out after {limit}s")
+            await _stop(task, run, "timeout", f"timed out after {limit}s")
             self._stats["runs_timed_out"] += 1
             return _failed(run, f"Agent {agent_name!r} timed out after {limit}s", "TimeoutError")
         if task.cancelled():
@@ -171,15 +173,15 @@ class UserExecutionEngine:
     async def _await_run(self, task: asyncio.Task[AgentResult], run: AgentRun) -> AgentResult:
         """Wait for a run that has no deadline by awaiting its task directly.
 
-        A cancelled caller cancels the run too (its error event says "cancelled by the
-        caller") and the cancellation propagates; a run cancelled by the engine closing is
+        A cancelled caller cancels the run too (its ``agent_stopped`` event says
+        "cancelled") and the cancellation propagates; a run cancelled by the engine closing is
         a failed result.
         """
         try:
             return await task
         except asyncio.CancelledError:
             if run.caller_cancelled():
-                await _stop(task, run, "cancelled by the caller")
+                await _stop(task, run, "cancelled", "cancelled by the caller")
                 raise
         return _failed(run, run.cancel_reason or "cancelled", "CancelledError")
 
@@ -196,19 +198,17 @@ class UserExecutionEngine:
         return AgentRun(self.context, agent_name, message, self.websocket_emitter, caller=caller)
 
     async def _run(self, run: AgentRun) -> AgentResult:
-        emitter, name = self.websocket_emitter, run.agent_name
+        name = run.agent_name
         started = time.perf_counter()
-        await emitter.notify_agent_started(name, message=run.message)
+        await self.websocket_emitter.notify_agent_started(name, message=run.message)
         try:
             result = await self._agents.get(name)(run)
         except asyncio.CancelledError:
-            self._stats["runs_cancelled"] += 1
-            reason = run.cancel_reason or (
-                "cancelled by the caller" if run.caller_cancelled() else "cancelled"
-            )
-            await emitter.notify_agent_error(name, reason, duration_ms=_ms_since(started))
+            await self._stopped(run, started)
             raise
         except Exception as exc:  # noqa: BLE001 - an agent's failure becomes its result
+            if run.is_stopping:  # the agent turned its cancellation into an error
+                return await self._stopped(run, started)
             self._stats["runs_failed"] += 1
             logger.info(
                 "agent run failed",
@@ -219,12 +219,20 @@ class UserExecutionEngine:
                 },
             )
             duration = _ms_since(started)
-            await emitter.notify_agent_error(name, exc, duration_ms=duration)
+            await run.finish_failed(exc, duration)
             return AgentResult(name, False, None, str(exc), type(exc).__name__, duration)
+        if run.is_stopping:  # the agent swallowed its cancellation
+            return await self._stopped(run, started)
         duration = _ms_since(started)
         self._stats["runs_succeeded"] += 1
-        await emitter.notify_agent_completed(name, result, duration_ms=duration)
+        await run.finish_completed(result, duration)
         return AgentResult(name, True, result, None, None, duration)
+
+    async def _stopped(self, run: AgentRun, started: float) -> AgentResult:
+        """End a stopped run with its one ``agent_stopped`` event."""
+        self._stats["runs_cancelled"] += 1
+        await run.finish_stopped(_ms_since(started))
+        return _failed(run, run.cancel_reason or "cancelled", "CancelledError")
 
     def _forget_run(self, task: asyncio.Task[AgentResult]) -> None:
         self._runs.pop(task, None)
@@ -260,7 +268,7 @@ class UserExecutionEngine:
         if not self._runs:
             return
         for task, run in list(self._runs.items()):
-            run.cancel_reason = "engine closed"
+            run.request_stop("engine_closed", "engine closed")
             task.cancel()
         await asyncio.wait(tuple(self._runs))
 
@@ -305,10 +313,9 @@ class _Cleanup:
                 waiter.set_result(None)
 
 
-async def _stop(task: asyncio.Task[AgentResult], run: AgentRun, reason: str) -> None:
-    """Cancel ``task`` with ``reason`` and wait for it to finish its error event."""
-    if run.cancel_reason is None:
-        run.cancel_reason = reason
+async def _stop(task: asyncio.Task[AgentResult], run: AgentRun, reason: str, message: str) -> None:
+    """Cancel ``task`` with ``reason`` and wait for it to send its ``agent_stopped``."""
+    run.request_stop(reason, message)
     task.cancel()
     await asyncio.wait((task,))
 

@@ -18,7 +18,9 @@ __all__ = [
     "FactoryConfigError",
     "FactoryNotConfiguredError",
     "FactoryShutdownError",
+    "FrameworkNotInstalledError",
     "InvalidContextError",
+    "InvalidEventSettingError",
     "InvalidResumeTokenError",
     "InvalidSettingError",
     "InvalidSocketError",
@@ -250,3 +252,28 @@ class InvalidResumeTokenError(WebSocketBridgeError, ValueError):
 
 class FactoryBridgeError(ExecutionEngineFactoryError, InvalidWebSocketBridgeError):
     """The factory was given no usable ``websocket_bridge``."""
+
+
+class InvalidEventSettingError(InvalidSettingError):
+    """An emitter setting (the text-delta coalescing) is out of range; ``field`` names it."""
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        self.field = field
+        self.value = value
+        self.expected = expected
+        EngineScopeError.__init__(
+            self, f"UserWebSocketEmitter {field} must be {expected}, got {value!r}."
+        )
+
+
+class FrameworkNotInstalledError(EngineScopeError, ImportError):
+    """An agent adapter was imported without the framework it adapts."""
+
+    def __init__(self, framework: str, extra: str) -> None:
+        self.framework = framework
+        self.extra = extra
+        super().__init__(
+            f"The {framework} adapter needs {framework}, which is not installed; "
+            f"install it with: pip install 'enginescope[{extra}]'",
+            name=framework,
+        )

@@ -34,7 +34,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, WebSock
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from .agent import AGENT_NAME, make_chat_agent
+from .agent import AGENT_NAME
 from .auth import (
     MAX_NAME_LENGTH,
     InvalidNameError,
@@ -44,6 +44,7 @@ from .auth import (
     new_user_id,
 )
 from .limits import MessageRateLimit, RateLimiter
+from .llm import make_llm_agent
 from .settings import ChatSettings
 
 __all__ = ["ChatContainer", "create_app"]
@@ -54,9 +55,9 @@ MAX_AUTH_FRAME_BYTES = 2048
 
 
 def build_agent_registry(settings: ChatSettings) -> AgentRegistry:
-    """The chat agent, with the tool delay the settings ask for."""
+    """The chat agent (``CHAT_MODEL``'s LLM, or offline), with the settings' tool delay."""
     registry = AgentRegistry()
-    registry.register(AGENT_NAME, make_chat_agent(settings.tool_delay_seconds))
+    registry.register(AGENT_NAME, make_llm_agent(settings.model, settings.tool_delay_seconds))
     return registry
 
 

@@ -108,9 +108,9 @@ class Client:
         await self.socket.send(json.dumps({"type": "message", "text": text}))
         while True:
             event = json.loads(await self.socket.recv())
-            if event["type"] in {*FIVE, "agent_error"}:
+            if event["type"] in {*FIVE, "agent_error", "agent_stopped"}:
                 self.events.append(event)
-            if event["type"] in {"agent_completed", "agent_error", "error"}:
+            if event["type"] in {"agent_completed", "agent_error", "agent_stopped", "error"}:
                 self.latency = time.perf_counter() - started
                 return
 

@@ -148,14 +148,14 @@ class TestLifespan:
     def test_close_all_stops_runs_and_closes_sockets_going_away(
         self, harness: ChatHarness, client: TestClient
     ) -> None:
-        """Shutdown cancels a live run (agent_error), closes with 1001 and leaves no engine."""
+        """Shutdown cancels a live run (agent_stopped), closes with 1001 and leaves no engine."""
         with client.websocket_connect("/ws/alice") as ws:
             ws.receive_json()
             ws.send_json({"type": "message", "text": "wait for it"})
             receive_until(ws, "agent_thinking")
             assert 1 == harness.metrics(client)["active_engines_count"]
             client.portal.call(harness.gateway.close_all)  # type: ignore[union-attr]
-            assert "agent_error" == ws.receive_json()["type"]
+            assert "agent_stopped" == ws.receive_json()["type"]
             assert GOING_AWAY == closed_code(ws)
         assert 0 == harness.metrics(client)["active_engines_count"]
 

@@ -6,6 +6,7 @@ import base64
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,3 +133,42 @@ def test_the_page_keeps_what_was_typed_through_an_oversize_message_and_a_drop(
     assert heading.startswith("run ")
     assert not heading.startswith("run run")
     assert "2 + 2 = 4" in page.inner_text("#timeline")
+
+
+def test_each_user_sees_their_own_reply_stream_in(
+    browser: sync_api.Browser, chat_server: ChatServer
+) -> None:
+    """The reply is written into the page piece by piece as its text deltas arrive, and
+    each user's page holds only their own reply."""
+    alice = log_in_and_send(browser, chat_server.url, "Alice", "What is 6 * 7 + 1?")
+    bob = log_in_and_send(browser, chat_server.url, "Bob", "one two two three three three")
+    for page in (alice, bob):
+        page.wait_for_selector("#timeline .event[data-type=agent_completed]")
+    replies = {page: page.locator("#timeline .reply") for page in (alice, bob)}
+
+    assert ["6 * 7 + 1 = 43"] == replies[alice].all_inner_texts()
+    assert ["6 words, 3 unique; most common: three, two, one."] == replies[bob].all_inner_texts()
+    for reply in replies.values():
+        assert int(reply.get_attribute("data-deltas") or 0) >= 2
+    assert "43" not in bob.inner_text("#timeline")
+
+
+def test_stop_ends_only_that_users_run(browser: sync_api.Browser, start_server: Any) -> None:
+    """Alice's Stop button cancels her run, which ends with a 'stopped' row and no reply;
+    Bob's run, in progress at the same time, goes on untouched."""
+    server = start_server(CHAT_TOOL_DELAY_SECONDS="30")
+    alice = log_in_and_send(browser, server.url, "Alice", "What is 1 + 1?")
+    bob = log_in_and_send(browser, server.url, "Bob", "What is 2 + 2?")
+    for page in (alice, bob):
+        page.wait_for_selector("#timeline .event[data-type=tool_executing]")
+    alice.click("#timeline .run .stop")
+    alice.wait_for_selector("#timeline .event[data-type=agent_stopped]")
+    users = {page: page.get_attribute("body", "data-user") for page in (alice, bob)}
+
+    expected = ["agent_started", "agent_thinking", "tool_executing", "agent_stopped"]
+    assert [(kind, users[alice]) for kind in expected] == timeline(alice)
+    assert "cancelled" in alice.inner_text("#timeline .event[data-type=agent_stopped]")
+    assert 0 == alice.locator("#timeline .reply, #timeline .stop").count()
+    expected = ["agent_started", "agent_thinking", "tool_executing"]
+    assert [(kind, users[bob]) for kind in expected] == timeline(bob)
+    assert 1 == bob.locator("#timeline .stop").count()

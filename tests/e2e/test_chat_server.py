@@ -21,7 +21,7 @@ from .conftest import SECRET, ChatServer, StartServer
 pytestmark = pytest.mark.e2e
 
 FIVE = ["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]
-AGENT_EVENTS = {*FIVE, "agent_error"}
+AGENT_EVENTS = {*FIVE, "agent_error", "agent_stopped"}
 
 
 async def open_session(server: ChatServer, name: str) -> tuple[ClientConnection, dict[str, Any]]:
@@ -62,10 +62,25 @@ async def close_code(socket: ClientConnection, timeout: float = 10.0) -> int:
 
 
 def by_run(events: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each run's event types, but its streamed text (see :func:`streamed_text`)."""
     runs: dict[str, list[str]] = {}
     for event in events:
-        runs.setdefault(event["run_id"], []).append(event["type"])
+        if event["type"] != "agent_text_delta":
+            runs.setdefault(event["run_id"], []).append(event["type"])
     return runs
+
+
+def streamed_text(events: list[dict[str, Any]]) -> dict[str, tuple[str, Any]]:
+    """Each completed run's joined text deltas and its result."""
+    text: dict[str, str] = {}
+    for event in events:
+        if event["type"] == "agent_text_delta":
+            text[event["run_id"]] = text.get(event["run_id"], "") + event["data"]["delta"]
+    return {
+        event["run_id"]: (text.get(event["run_id"], ""), event["data"]["result"])
+        for event in events
+        if event["type"] == "agent_completed"
+    }
 
 
 class TestTwoUsers:
@@ -85,6 +100,8 @@ class TestTwoUsers:
             )
         for events, session in ((alice_events, alice_session), (bob_events, bob_session)):
             assert [FIVE, FIVE] == list(by_run(events).values())
+            for streamed, result in streamed_text(events).values():
+                assert result == streamed
             assert {session["user_id"]} == {event["user_id"] for event in events}
             assert {session["thread_id"]} == {event["thread_id"] for event in events}
         assert not set(by_run(alice_events)) & set(by_run(bob_events))
@@ -263,7 +280,7 @@ class TestLimitsAndShutdown:
     async def test_sigterm_during_runs_closes_sockets_1001_and_leaves_no_engine(
         self, start_server: StartServer
     ) -> None:
-        """Two users mid-run: SIGTERM ends each run (agent_error), closes with 1001, the
+        """Two users mid-run: SIGTERM ends each run (agent_stopped), closes with 1001, the
         app shuts down gracefully and its final metrics show every engine cleaned."""
         server = start_server(CHAT_TOOL_DELAY_SECONDS="60")
         sessions = await asyncio.gather(open_session(server, "Ann"), open_session(server, "Ben"))
@@ -279,7 +296,7 @@ class TestLimitsAndShutdown:
         # uvicorn re-raises the SIGTERM it caught once it has shut down gracefully
         assert await stopping in {0, -signal.SIGTERM}
         assert "Application shutdown complete." in server.log
-        assert ["agent_error", "agent_error"] == [event["type"] for event in last_events]
+        assert ["agent_stopped", "agent_stopped"] == [event["type"] for event in last_events]
         assert [1001, 1001] == codes
         final = json.loads(server.log.split("final engine metrics ", 1)[1].splitlines()[0])
         assert (0, [], 2, 2) == (

@@ -19,7 +19,7 @@ from enginescope.engines.bridge import (
     WebSocketBridge,
 )
 from enginescope.engines.emitter import EVENT_TYPES, UserWebSocketEmitter, sanitize
-from enginescope.engines.errors import InvalidContextError
+from enginescope.engines.errors import InvalidContextError, InvalidEventSettingError
 from enginescope.engines.testing import FakeSocket, RecordingBridge
 from enginescope.errors import EngineScopeError
 from hypothesis import given, settings
@@ -687,3 +687,82 @@ class TestSanitize:
 
         json.dumps(result, allow_nan=False)
         assert secret_keys_keep_no_value(result)
+
+
+class TestStreamedTextAndStops:
+    """agent_text_delta coalescing settings and the agent_stopped event."""
+
+    def test_the_new_event_types_are_listed(self) -> None:
+        """EVENT_TYPES names streamed text and the stopped run's final event."""
+        assert {"agent_text_delta", "agent_stopped"} <= set(EVENT_TYPES)
+
+    @pytest.mark.parametrize(
+        ("option", "value"),
+        [
+            ("text_delta_interval_seconds", -1),
+            ("text_delta_interval_seconds", math.nan),
+            ("text_delta_interval_seconds", "fast"),
+            ("text_delta_max_chars", 0),
+            ("text_delta_max_chars", 2001),
+            ("text_delta_max_chars", 1.5),
+            ("text_delta_max_chars", True),
+        ],
+    )
+    def test_bad_coalescing_settings_are_refused_by_name(self, option: str, value: Any) -> None:
+        """A bad coalescing setting is an InvalidEventSettingError naming the option."""
+        with pytest.raises(InvalidEventSettingError, match=option) as caught:
+            UserWebSocketEmitter(USER, "t", "r", RecordingBridge(), **{option: value})
+        assert option == caught.value.field
+        assert isinstance(caught.value, ValueError)
+
+    @pytest.mark.asyncio
+    async def test_agent_stopped_carries_reason_and_message(self) -> None:
+        """agent_stopped has the stop reason, a message and the duration."""
+        bridge = RecordingBridge()
+        await make_emitter(bridge).notify_agent_stopped(
+            "triage", "timeout", message="timed out after 1s", duration_ms=1000.0
+        )
+        [event] = bridge.events_for(USER)
+        assert ENVELOPE_KEYS == set(event)
+        assert ("agent_stopped", 1) == (event["type"], event["seq"])
+        assert {
+            "reason": "timeout",
+            "message": "timed out after 1s",
+            "duration_ms": 1000.0,
+        } == event["data"]
+
+    @pytest.mark.asyncio
+    async def test_waiting_text_is_flushed_before_any_other_event(self) -> None:
+        """Buffered text goes out just before the next non-text event of the run."""
+        bridge = RecordingBridge()
+        emitter = UserWebSocketEmitter(USER, "t", "r", bridge, text_delta_interval_seconds=3600)
+        await emitter.notify_agent_text_delta("triage", "a")
+        await emitter.notify_agent_text_delta("triage", "b")
+        await emitter.notify_agent_thinking("triage", "hmm")
+        assert [("agent_text_delta", "a"), ("agent_text_delta", "b"), ("agent_thinking", None)] == [
+            (event["type"], event["data"].get("delta")) for event in bridge.events_for(USER)
+        ]
+
+    @pytest.mark.asyncio
+    async def test_text_of_another_agent_flushes_the_first(self) -> None:
+        """Text waiting for one agent name is sent before text of another is buffered."""
+        bridge = RecordingBridge()
+        emitter = UserWebSocketEmitter(USER, "t", "r", bridge, text_delta_interval_seconds=3600)
+        for agent, text in (("one", "a"), ("one", "b"), ("two", "c")):
+            await emitter.notify_agent_text_delta(agent, text)
+        await emitter.flush_text()
+        assert [("one", "a"), ("one", "b"), ("two", "c")] == [
+            (event["agent_name"], event["data"]["delta"]) for event in bridge.events_for(USER)
+        ]
+
+    @pytest.mark.asyncio
+    async def test_close_drops_waiting_text(self) -> None:
+        """Text still waiting when the emitter closes is never sent."""
+        bridge = RecordingBridge()
+        emitter = UserWebSocketEmitter(USER, "t", "r", bridge, text_delta_interval_seconds=3600)
+        await emitter.notify_agent_text_delta("triage", "sent")
+        await emitter.notify_agent_text_delta("triage", "waiting")
+        await emitter.close()
+        await emitter.notify_agent_text_delta("triage", "after")
+        assert 0 == await emitter.flush_text()
+        assert ["sent"] == [event["data"]["delta"] for event in bridge.events_for(USER)]

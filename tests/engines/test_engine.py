@@ -113,15 +113,16 @@ class TestExecuteAgent:
             await make_engine(bridge, registry).execute_agent("demo", "x", timeout=timeout)
 
     async def test_timeout_cancels_the_run(self, bridge: RecordingBridge) -> None:
-        """A run over its timeout is cancelled, reported as agent_error and a failed result."""
+        """A run over its timeout is cancelled, ends with agent_stopped and a failed result."""
         gate, agents = Gate(), AgentRegistry()
         agents.register("slow", gate)
         engine = make_engine(bridge, agents)
         result = await engine.execute_agent("slow", "hi", timeout=0.01)
         assert (result.success, result.error_type) == (False, "TimeoutError")
         assert gate.cancelled
-        assert bridge.types_for("user-1") == ["agent_started", "agent_error"]
-        assert "timed out" in bridge.events_for("user-1")[-1]["data"]["error"]
+        assert bridge.types_for("user-1") == ["agent_started", "agent_stopped"]
+        assert "timeout" == bridge.events_for("user-1")[-1]["data"]["reason"]
+        assert "timed out" in bridge.events_for("user-1")[-1]["data"]["message"]
         assert engine.active_runs == 0
         assert engine.get_user_execution_stats()["runs_timed_out"] == 1
 
@@ -157,7 +158,9 @@ class TestExecuteAgent:
             await caller
         assert gate.cancelled
         assert engine.active_runs == 0
-        assert bridge.events_for("user-1")[-1]["data"]["error"] == "cancelled by the caller"
+        stopped = bridge.events_for("user-1")[-1]
+        assert ("agent_stopped", "cancelled") == (stopped["type"], stopped["data"]["reason"])
+        assert "cancelled by the caller" == stopped["data"]["message"]
 
 
 class TestEngineCleanup:
@@ -174,7 +177,8 @@ class TestEngineCleanup:
         assert gate.cancelled
         assert not engine.is_active()
         assert engine.websocket_emitter.is_closed
-        assert bridge.types_for("user-1") == ["agent_started", "agent_error"]
+        assert bridge.types_for("user-1") == ["agent_started", "agent_stopped"]
+        assert "engine_closed" == bridge.events_for("user-1")[-1]["data"]["reason"]
 
     async def test_cleanup_is_idempotent_and_concurrent_safe(
         self, bridge: RecordingBridge, registry: AgentRegistry

@@ -231,7 +231,7 @@ class TestScopeExit:
         points = await cancel_at_every_await(setup, verify)
         labels = {point.split(":", 1)[1] for point in points}
         assert {"ledger.acquire:before", "bridge.send:agent_started", "emitter.close"} <= labels
-        assert {"ledger.release", "engine.cleanup:extra", "bridge.send:agent_error"} <= labels
+        assert {"ledger.release", "engine.cleanup:extra", "bridge.send:agent_stopped"} <= labels
 
 
 class TestCleanup:
@@ -262,7 +262,7 @@ class TestCleanup:
 
         points = await cancel_at_every_await(setup, verify)
         labels = {point.split(":", 1)[1] for point in points}
-        assert {"bridge.send:agent_error", "emitter.close", "ledger.release"} <= labels
+        assert {"bridge.send:agent_stopped", "emitter.close", "ledger.release"} <= labels
 
     async def test_a_cancelled_user_cleanup_closes_every_engine_of_that_user(
         self, guard: LoopGuard

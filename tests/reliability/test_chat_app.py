@@ -69,11 +69,18 @@ def connect(client: TestClient, token: str) -> tuple[WebSocketTestSession, dict[
 
 
 def run_message(socket: WebSocketTestSession, **frame: Any) -> list[dict[str, Any]]:
-    """Send a chat message; every frame until its run ends."""
+    """Send a chat message; every frame until its run ends, but the streamed text, whose
+    deltas must join to the completed result."""
     socket.send_json({"type": "message", "text": "2 + 2", **frame})
-    events = [socket.receive_json()]
-    while events[-1]["type"] not in ("agent_completed", "agent_error", "error"):
-        events.append(socket.receive_json())
+    events, streamed = [socket.receive_json()], []
+    while events[-1]["type"] not in ("agent_completed", "agent_error", "agent_stopped", "error"):
+        event = socket.receive_json()
+        if event["type"] == "agent_text_delta":
+            streamed.append(event["data"]["delta"])
+        else:
+            events.append(event)
+    if events[-1]["type"] == "agent_completed":
+        assert events[-1]["data"]["result"] == "".join(streamed)
     return events
 
 

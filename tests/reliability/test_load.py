@@ -124,7 +124,7 @@ class TestIsolationUnderLoad:
                         assert FIVE_EVENTS == types, f"{run_id} on {socket!r}: {types}"
                     else:
                         assert types[:-1] == FIVE_EVENTS[: len(types) - 1], types
-                        assert types[-1] in (*FIVE_EVENTS, "agent_error"), types
+                        assert types[-1] in (*FIVE_EVENTS, "agent_stopped"), types
             assert per_socket[0] == per_socket[1], f"{user_id}'s two sockets disagree"
             for run_id in finished_by_user[user_id]:
                 assert run_id in per_socket[0], f"{user_id} never got finished run {run_id}"
@@ -147,7 +147,7 @@ class TestShutdownUnderLoad:
     ) -> None:
         """1,000 engines whose agents wait forever: shutdown returns within
         the deadline (no cleanup abandoned), every engine is inactive, every socket was told
-        (agent_error), no slot is held and new work is refused."""
+        (agent_stopped), no slot is held and new work is refused."""
         never = asyncio.Event()
 
         async def waits_forever(run: AgentRun) -> None:
@@ -177,8 +177,8 @@ class TestShutdownUnderLoad:
         assert {("CancelledError", False)} == {(r.error_type, r.success) for r in results}
         await bridge.flush()
         for user_id, (socket,) in sockets.items():
-            assert ["agent_started", "agent_thinking", "agent_error"] == socket.types(), user_id
-            assert "engine closed" == socket.messages[-1]["data"]["error"]
+            assert ["agent_started", "agent_thinking", "agent_stopped"] == socket.types(), user_id
+            assert "engine_closed" == socket.messages[-1]["data"]["reason"]
         check_factory(factory)
         assert 0 == factory.slot_ledger.total()  # type: ignore[attr-defined]
         with pytest.raises(FactoryShutdownError):
