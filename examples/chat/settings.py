@@ -27,9 +27,9 @@ class ChatSettings(BaseSettings):
     auth_timeout_seconds: float = Field(default=10.0, gt=0)
     tool_delay_seconds: float = Field(default=0.3, ge=0, le=60)
     subscribe_timeout_seconds: float = Field(default=10.0, gt=0)
+    model: str | None = None  # CHAT_MODEL: a pydantic-ai model name; unset: offline
     login_attempts_per_minute: int = Field(default=20, gt=0)
     max_messages_per_second: float = Field(default=10.0, gt=0)
-    model: str | None = None  # CHAT_MODEL: a pydantic-ai model name; unset: offline
 
     @field_validator("secret")
     @classmethod

@@ -98,43 +98,6 @@ def test_two_users_in_two_browser_contexts_each_see_only_their_own_timeline(
     assert "(2 + 3) * 7" not in bob.inner_text("#timeline")
 
 
-def test_the_page_keeps_what_was_typed_through_an_oversize_message_and_a_drop(
-    browser: sync_api.Browser, chat_server: ChatServer
-) -> None:
-    """A message over the server's limit is not sent and stays typed, the socket stays
-    open; when the server drops the socket the page reconnects by itself with the typed
-    text intact, and the run's heading does not say "run run-"."""
-    page = browser.new_context(viewport={"width": 1100, "height": 720}).new_page()
-    page.goto(chat_server.url)
-    page.fill("#name", "Kim")
-    page.click("#login")
-    page.wait_for_selector("body[data-connected=true]")
-    too_long = "x" * 9000
-    page.fill("#message", too_long)
-    page.press("#message", "Enter")
-    status_after_oversize = page.inner_text("#socket-status")
-    kept_after_oversize = page.input_value("#message")
-    connected_after_oversize = page.get_attribute("body", "data-connected")
-
-    page.fill("#message", "what is 2 + 2")
-    page.evaluate("state.socket.send('x'.repeat(9000))")  # past the page: the server closes
-    page.wait_for_selector("body[data-connected=false]")
-    page.wait_for_selector("body[data-connected=true]", timeout=15_000)
-    kept_after_drop = page.input_value("#message")
-    page.press("#message", "Enter")
-    page.wait_for_selector("#timeline .event[data-type=agent_completed]")
-    heading = page.inner_text("#timeline .run .head")
-
-    assert "Too long to send: 9" in status_after_oversize
-    assert "the limit is 8192" in status_after_oversize
-    assert (too_long, "true") == (kept_after_oversize, connected_after_oversize)
-    assert "what is 2 + 2" == kept_after_drop
-    assert "" == page.input_value("#message")  # sent, so cleared
-    assert heading.startswith("run ")
-    assert not heading.startswith("run run")
-    assert "2 + 2 = 4" in page.inner_text("#timeline")
-
-
 def test_each_user_sees_their_own_reply_stream_in(
     browser: sync_api.Browser, chat_server: ChatServer
 ) -> None:
@@ -172,3 +135,40 @@ def test_stop_ends_only_that_users_run(browser: sync_api.Browser, start_server: 
     expected = ["agent_started", "agent_thinking", "tool_executing"]
     assert [(kind, users[bob]) for kind in expected] == timeline(bob)
     assert 1 == bob.locator("#timeline .stop").count()
+
+
+def test_the_page_keeps_what_was_typed_through_an_oversize_message_and_a_drop(
+    browser: sync_api.Browser, chat_server: ChatServer
+) -> None:
+    """A message over the server's limit is not sent and stays typed, the socket stays
+    open; when the server drops the socket the page reconnects by itself with the typed
+    text intact, and the run's heading does not say "run run-"."""
+    page = browser.new_context(viewport={"width": 1100, "height": 720}).new_page()
+    page.goto(chat_server.url)
+    page.fill("#name", "Kim")
+    page.click("#login")
+    page.wait_for_selector("body[data-connected=true]")
+    too_long = "x" * 9000
+    page.fill("#message", too_long)
+    page.press("#message", "Enter")
+    status_after_oversize = page.inner_text("#socket-status")
+    kept_after_oversize = page.input_value("#message")
+    connected_after_oversize = page.get_attribute("body", "data-connected")
+
+    page.fill("#message", "what is 2 + 2")
+    page.evaluate("state.socket.send('x'.repeat(9000))")  # past the page: the server closes
+    page.wait_for_selector("body[data-connected=false]")
+    page.wait_for_selector("body[data-connected=true]", timeout=15_000)
+    kept_after_drop = page.input_value("#message")
+    page.press("#message", "Enter")
+    page.wait_for_selector("#timeline .event[data-type=agent_completed]")
+    heading = page.inner_text("#timeline .run .head")
+
+    assert "Too long to send: 9" in status_after_oversize
+    assert "the limit is 8192" in status_after_oversize
+    assert (too_long, "true") == (kept_after_oversize, connected_after_oversize)
+    assert "what is 2 + 2" == kept_after_drop
+    assert "" == page.input_value("#message")  # sent, so cleared
+    assert heading.startswith("run ")
+    assert not heading.startswith("run run")
+    assert "2 + 2 = 4" in page.inner_text("#timeline")
