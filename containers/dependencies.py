@@ -9,7 +9,6 @@ slot back) when the request is done.
 annotations at runtime, and they refer to a local.)
 """
 
-import inspect
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Annotated, Any
 
@@ -47,14 +46,10 @@ def user_engine_dependency(container: Any, *, user: Callable[..., Any]) -> Engin
     async def engine_in_user_scope(
         authenticated: Annotated[Any, Depends(user)],
     ) -> AsyncIterator[UserExecutionEngine]:
-        async with user_scope(_context_of(await _settled(authenticated))):
+        async with user_scope(_context_of(authenticated)):
             yield await engines.user_engine()
 
     return engine_in_user_scope
-
-
-async def _settled(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 def _context_of(user: object) -> UserExecutionContext | Mapping[str, Any]:

@@ -36,6 +36,7 @@ from typing import Any
 
 from enginescope.engines import ConnectionBridge, ResumableBridge
 
+from ._awaitable import settle
 from ._sessions import new_run_id, new_thread_id
 from .dependencies import user_engine_dependency
 from .gateway import (
@@ -44,7 +45,6 @@ from .gateway import (
     POLICY_VIOLATION,
     TRY_AGAIN_LATER,
     WebSocketGateway,
-    settle,
 )
 from .prometheus import EngineMetricsCollector, engine_metrics, metrics_endpoint
 

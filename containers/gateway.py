@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -33,6 +32,7 @@ from enginescope.engines import (
 )
 from starlette.websockets import WebSocket, WebSocketState
 
+from ._awaitable import settle
 from ._sessions import Session, new_run_id, new_thread_id
 from .lookup import find_engine_container
 from .scope import user_scope
@@ -43,7 +43,6 @@ __all__ = [
     "POLICY_VIOLATION",
     "TRY_AGAIN_LATER",
     "WebSocketGateway",
-    "settle",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,13 +51,6 @@ GOING_AWAY: Final = 1001  # WebSocket close codes (RFC 6455)
 POLICY_VIOLATION: Final = 1008
 MESSAGE_TOO_BIG: Final = 1009
 TRY_AGAIN_LATER: Final = 1013
-
-
-async def settle(result: object) -> Any:
-    """``await`` ``result`` when dependency-injector handed back an awaitable."""
-    if inspect.isawaitable(result):
-        return await result
-    return result
 
 
 class WebSocketGateway:
@@ -311,11 +303,10 @@ class WebSocketGateway:
 
     async def _accept_message(self, session: Session, data: Mapping[str, Any]) -> None:
         text = data.get("text")
-        thread_id = data.get("thread_id")
-        thread_id = session.thread_id if thread_id is None else thread_id
+        thread_id = data.get("thread_id", session.thread_id)
         if not isinstance(text, str) or not text.strip():
             await session.send_error("invalid_message", "A message needs a non-empty 'text'.")
-        elif not isinstance(thread_id, str):
+        elif isinstance(thread_id, list | dict):
             await session.send_error(
                 "invalid_message", "A message's 'thread_id' is a string issued to you, or absent."
             )
@@ -327,7 +318,7 @@ class WebSocketGateway:
             await session.send_error("shutting_down", "The server is shutting down.")
         else:
             run_id = new_run_id()
-            session.start(self._run(session, thread_id, text, run_id), run_id)
+            session.start(self._run(session, str(thread_id), text, run_id), run_id)
 
     async def _cancel(self, session: Session, run_id: object) -> None:
         if not isinstance(run_id, str) or not session.cancel(run_id):

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, cast
 
 import pytest
+from enginescope.containers._awaitable import settle
 
 if TYPE_CHECKING:
     from enginescope.containers.container import EngineContainer
@@ -142,16 +143,11 @@ async def enginescope_container(
     enginescope_engines: EngineContainer,
 ) -> AsyncIterator[EngineContainer]:
     """``enginescope_engines``, started on the test's event loop, then shut down."""
-    await _settled(enginescope_engines.init_resources())
+    await settle(enginescope_engines.init_resources())
     try:
         yield enginescope_engines
     finally:
-        await _settled(enginescope_engines.shutdown_resources())
-
-
-async def _settled(result: Awaitable[None] | None) -> None:
-    if result is not None:
-        await result
+        await settle(enginescope_engines.shutdown_resources())
 
 
 @pytest.fixture

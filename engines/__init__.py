@@ -34,7 +34,13 @@ from .compat import (
     reset_execution_engine_factory,
     user_execution_engine,
 )
-from .context import UserExecutionContext, check_identifier, validate_user_context
+from .context import (
+    UserExecutionContext,
+    check_identifier,
+    metadata_limits,
+    set_metadata_limits,
+    validate_user_context,
+)
 from .emitter import EVENT_TYPES, UserWebSocketEmitter
 from .engine import UserExecutionEngine
 from .errors import (
@@ -57,13 +63,15 @@ from .errors import (
     InvalidResumeTokenError,
     InvalidSettingError,
     InvalidSocketError,
+    InvalidTimeoutError,
+    InvalidTimeoutTypeError,
     InvalidWebSocketBridgeError,
     SlotLedgerUnavailableError,
     UserEngineLimitError,
     WebSocketBridgeError,
 )
 from .factory import ExecutionEngineFactory
-from .sanitize import sanitize
+from .sanitize import redact_text, sanitize
 from .slots import ImmediateSlotLedger, InMemorySlotLedger, SlotLedger
 
 __all__ = [
@@ -100,6 +108,8 @@ __all__ = [
     "InvalidResumeTokenError",
     "InvalidSettingError",
     "InvalidSocketError",
+    "InvalidTimeoutError",
+    "InvalidTimeoutTypeError",
     "InvalidWebSocketBridgeError",
     "RedisSlotLedger",
     "RedisWebSocketBridge",
@@ -119,8 +129,11 @@ __all__ = [
     "create_request_scoped_engine",
     "get_execution_engine_factory",
     "inline_tool",
+    "metadata_limits",
+    "redact_text",
     "reset_execution_engine_factory",
     "sanitize",
+    "set_metadata_limits",
     "user_execution_engine",
     "validate_user_context",
 ]

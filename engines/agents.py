@@ -330,7 +330,10 @@ class UserAgents:
         self._agents: dict[str, Agent] = {}
 
     def get(self, name: str) -> Agent:
-        """The agent called ``name`` for this user; :class:`AgentNotFoundError` if unknown."""
+        """The agent called ``name`` for this user; :class:`AgentNotFoundError` if unknown
+        (or not a string)."""
+        if not isinstance(name, str):
+            raise AgentNotFoundError(name, self.names())
         agent = self._agents.get(name)
         if agent is None:
             agent = self._registry._source(name)(self._context)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self, cast
 
 from pydantic import (
     BaseModel,
@@ -19,15 +21,21 @@ from pydantic import (
     field_validator,
 )
 
-from .errors import InvalidContextError
+from ._lifecycle import check_positive
+from .errors import InvalidContextError, InvalidSettingError
 
 __all__ = [
+    "DEFAULT_MAX_METADATA_BYTES",
+    "DEFAULT_MAX_METADATA_DEPTH",
     "MAX_ID_LENGTH",
     "PLACEHOLDER_IDS",
     "RESERVED_METADATA_KEYS",
+    "MetadataLimits",
     "UserExecutionContext",
     "check_identifier",
+    "metadata_limits",
     "require_identifier",
+    "set_metadata_limits",
     "validate_user_context",
 ]
 
@@ -65,21 +73,52 @@ def check_identifier(value: object) -> str:
     """Return ``value`` if it is a usable identifier, else raise ``ValueError`` saying why.
 
     The one identifier rule of the package: the context, the emitter, the bridges and the
-    slot ledgers all accept exactly the ids it accepts.
+    slot ledgers all accept exactly the ids it accepts. Refused: non-strings, empty or
+    blank ids, ids over :data:`MAX_ID_LENGTH`, leading or trailing whitespace, anything
+    that does not print as itself (control and format characters such as zero-width
+    spaces, bidi overrides and a BOM, lone surrogates, private-use and unassigned code
+    points, whitespace other than the ASCII space, letters that render blank) and the
+    :data:`PLACEHOLDER_IDS`, compared after NFKC normalisation and case folding.
     """
     if not isinstance(value, str):
         raise ValueError(f"must be a string, got {type(value).__name__}")  # noqa: TRY004
-    if not value.strip():
-        raise ValueError("must not be empty or blank")
     if len(value) > MAX_ID_LENGTH:
         raise ValueError(f"must be at most {MAX_ID_LENGTH} characters, got {len(value)}")
-    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in value):
-        raise ValueError("must not contain control characters")
+    if not value.strip():
+        raise ValueError("must not be empty or blank")
+    if not value.isprintable() or (not value.isascii() and _BLANK_LETTERS.search(value)):
+        raise ValueError(_unprintable_reason(value))
     if value != value.strip():
         raise ValueError("must not have leading or trailing whitespace")
-    if value.lower() in PLACEHOLDER_IDS:
+    if _comparable(value) in PLACEHOLDER_IDS:
         raise ValueError(f"is a placeholder value ({value!r}), not a real identifier")
     return value
+
+
+# Letters that str.isprintable() accepts but that render as nothing.
+_BLANK_LETTERS = re.compile("[\u115f\u1160\u3164\uffa0\u2800]")
+
+
+def _comparable(value: str) -> str:
+    """``value`` as placeholders are compared: NFKC-normalised and case-folded."""
+    if value.isascii():
+        return value.lower()
+    return unicodedata.normalize("NFKC", value).casefold()
+
+
+def _unprintable_reason(value: str) -> str:
+    index, char = next(
+        (i, ch) for i, ch in enumerate(value) if not ch.isprintable() or _BLANK_LETTERS.match(ch)
+    )
+    code = f"U+{ord(char):04X}"
+    category = unicodedata.category(char)
+    if category == "Cc":
+        return f"must not contain control characters ({code} at index {index})"
+    kind = "a lone surrogate" if category == "Cs" else unicodedata.name(char, category)
+    return (
+        f"must not contain invisible or deceptive characters ({code}, {kind}, at index "
+        f"{index}); use printable characters only"
+    )
 
 
 def require_identifier(field: str, value: object) -> str:
@@ -90,25 +129,140 @@ def require_identifier(field: str, value: object) -> str:
         raise InvalidContextError(field, str(exc)) from None
 
 
+class MetadataLimits(NamedTuple):
+    """How much metadata a context accepts: JSON bytes and nesting levels."""
+
+    max_bytes: int
+    max_depth: int
+
+
+DEFAULT_MAX_METADATA_BYTES = 64 * 1024
+DEFAULT_MAX_METADATA_DEPTH = 32
+_limits = MetadataLimits(DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_METADATA_DEPTH)
+
+
+def metadata_limits() -> MetadataLimits:
+    """The limits every new context's ``metadata`` is checked against."""
+    return _limits
+
+
+def set_metadata_limits(
+    *, max_bytes: int | None = None, max_depth: int | None = None
+) -> MetadataLimits:
+    """Change the metadata limits of every context built from now on; return the old ones.
+
+    ``max_bytes`` bounds the metadata's compact JSON form (default
+    :data:`DEFAULT_MAX_METADATA_BYTES`, 64 KiB), ``max_depth`` its nesting (default
+    :data:`DEFAULT_MAX_METADATA_DEPTH`); ``None`` keeps a limit as it is.
+    """
+    global _limits  # noqa: PLW0603 - one process-wide knob, read by the model's validator
+    previous = _limits
+    _limits = MetadataLimits(
+        _positive_int("max_bytes", previous.max_bytes if max_bytes is None else max_bytes),
+        _positive_int("max_depth", previous.max_depth if max_depth is None else max_depth),
+    )
+    return previous
+
+
+def _positive_int(field: str, value: int) -> int:
+    return check_positive(field, value, integer=True, error=_limit_error)
+
+
+def _limit_error(field: str, value: object, expected: str) -> InvalidSettingError:
+    return InvalidSettingError(field, value, expected, "set_metadata_limits")
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+class _MetadataCopier:
+    """Copies metadata in one walk, refusing it as soon as it is too deep, cyclic, not
+    JSON data, or too large (counting a lower bound of its compact JSON length), so 50 MB
+    are refused after reading 64 KiB of them."""
+
+    __slots__ = ("_on_path", "limits", "remaining")
+
+    def __init__(self, limits: MetadataLimits) -> None:
+        self.limits = limits
+        self.remaining = limits.max_bytes
+        self._on_path: set[int] = set()
+
+    def spend(self, size: int) -> None:
+        self.remaining -= size
+        if self.remaining < 0:
+            raise ValueError(
+                f"must be at most {self.limits.max_bytes} bytes as JSON, got more; keep "
+                "large data out of the context (or raise the limit with set_metadata_limits)"
+            )
+
+    def copy(self, value: object, depth: int) -> object:
+        if isinstance(value, str):
+            self.spend(len(value) + 2)
+            return value
+        if isinstance(value, _JSON_SCALARS):
+            self.spend(1)  # a number, a boolean, null: at least one character
+            return value
+        if isinstance(value, dict | list | tuple):
+            return self._container(value, depth + 1)
+        raise ValueError(f"must be JSON-serialisable ({type(value).__name__} is not)")
+
+    def _container(self, value: dict[Any, Any] | list[Any] | tuple[Any, ...], depth: int) -> object:
+        if depth > self.limits.max_depth:
+            raise ValueError(f"must be nested at most {self.limits.max_depth} levels deep")
+        if id(value) in self._on_path:
+            raise ValueError("must not contain itself")
+        self._on_path.add(id(value))
+        self.spend(1 + len(value))  # brackets and commas
+        copied = self._items(value, depth) if isinstance(value, dict) else self._list(value, depth)
+        self._on_path.discard(id(value))
+        return tuple(copied) if isinstance(value, tuple) else copied
+
+    def _items(self, value: dict[Any, Any], depth: int) -> dict[Any, Any]:
+        copied = {}
+        for key, item in value.items():
+            if not isinstance(key, _JSON_SCALARS):
+                reason = f"keys must be strings or numbers, got {type(key).__name__}"
+                raise ValueError(reason)  # noqa: TRY004 - becomes an InvalidContextError
+            self.spend(len(key) + 3 if isinstance(key, str) else 3)  # quotes and colon
+            copied[key] = self.copy(item, depth)
+        return copied
+
+    def _list(self, value: list[Any] | tuple[Any, ...], depth: int) -> list[Any]:
+        return [self.copy(item, depth) for item in value]
+
+
+def _copy_metadata(value: Mapping[Any, Any], limits: MetadataLimits) -> dict[Any, Any]:
+    try:
+        copied = _MetadataCopier(limits)._container(dict(value), 1)  # the top is level 1
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a hostile mapping: not data
+        raise ValueError(f"must be JSON-serialisable ({type(exc).__name__})") from None
+    return cast("dict[Any, Any]", copied)  # a dict copies to a dict
+
+
 def _check_metadata(value: object) -> Mapping[str, Any]:
     if value is None:
         return MappingProxyType({})
     if not isinstance(value, Mapping):
         raise ValueError(f"must be a mapping, got {type(value).__name__}")  # noqa: TRY004
-    try:
-        copied = copy.deepcopy(dict(value))
-    except Exception as exc:  # noqa: BLE001 - a lock, a generator, a socket: not data
-        raise ValueError(f"must be JSON-serialisable ({type(exc).__name__}: {exc})") from None
-    bad_keys = [key for key in copied if not isinstance(key, str)]
-    if bad_keys:
-        raise ValueError(f"keys must be strings, got {bad_keys[0]!r}")
+    limits = _limits
+    bad_key = next((key for key in value if not isinstance(key, str)), None)
+    if bad_key is not None:
+        raise ValueError(f"keys must be strings, got {bad_key!r}")
+    copied = _copy_metadata(value, limits)
     reserved = sorted(RESERVED_METADATA_KEYS.intersection(copied))
     if reserved:
         raise ValueError(f"must not set reserved keys {reserved}")
     try:
-        json.dumps(copied, allow_nan=False)
+        size = len(json.dumps(copied, allow_nan=False, separators=(",", ":")))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"must be JSON-serialisable ({exc})") from None
+    if size > limits.max_bytes:
+        raise ValueError(
+            f"must be at most {limits.max_bytes} bytes as JSON, got {size}; keep large data "
+            "out of the context (or raise the limit with set_metadata_limits)"
+        )
     return MappingProxyType(copied)
 
 

@@ -2,7 +2,8 @@
 
 A :class:`UserWebSocketEmitter` is bound to one ``(user_id, thread_id, run_id)``; every
 event it builds carries that user id and goes to that user only. There is no argument to
-address anybody else. Tool parameters and results are :func:`sanitize`-d on the way in.
+address anybody else. Tool parameters and results are :func:`sanitize`-d on the way in,
+free text (thoughts, messages, error messages) goes through :func:`redact_text`.
 
 Streamed text (``agent_text_delta``) is coalesced: pieces wait in a buffer and go out as
 one event once ``text_delta_max_chars`` characters wait or ``text_delta_interval_seconds``
@@ -28,7 +29,7 @@ from ._text_stream import (
 )
 from .bridge import WebSocketBridge, require_bridge
 from .context import UserExecutionContext, require_identifier
-from .sanitize import sanitize, truncate_text
+from .sanitize import redact_text, sanitize
 
 __all__ = [
     "DEFAULT_TEXT_DELTA_INTERVAL_SECONDS",
@@ -58,9 +59,9 @@ DEFAULT_TEXT_DELTA_MAX_CHARS: Final = DEFAULT_MAX_CHARS
 
 
 def _text(value: object) -> str:
-    """A bounded string for a free-text field (names, messages, thoughts)."""
+    """A bounded, redacted string for a free-text field (names, messages, thoughts, errors)."""
     if isinstance(value, str):
-        return truncate_text(value)
+        return redact_text(value, 2000)
     text = sanitize(value)
     return text if isinstance(text, str) else str(text)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
+import numbers
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -13,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from .agents import AgentRegistry, AgentResult, AgentRun, UserAgents, _ms_since
 from .context import UserExecutionContext
-from .errors import EngineBusyError, EngineClosedError
+from .errors import (
+    EngineBusyError,
+    EngineClosedError,
+    InvalidTimeoutError,
+    InvalidTimeoutTypeError,
+)
+from .sanitize import redact_text
 
 if TYPE_CHECKING:
     from .emitter import UserWebSocketEmitter
@@ -23,6 +31,7 @@ __all__ = ["DEFAULT_MAX_CONCURRENT_RUNS", "UserExecutionEngine", "new_engine_id"
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONCURRENT_RUNS = 4
+_LOGGED_ERROR_LENGTH = 10_000
 _PROCESS_TAG = uuid.uuid4().hex[:12]
 _engine_numbers = itertools.count(1)
 
@@ -137,14 +146,16 @@ class UserExecutionEngine:
         timeout, the engine closing or a cancelled caller; ``data.reason`` says which).
         An agent's exception, a timeout, or the engine closing give a failed result; the
         engine stays usable after a failed run. Cancelling the caller cancels the run and
-        propagates.
+        propagates. ``timeout`` is a positive number of seconds; ``inf`` means no deadline,
+        ``None`` the engine's ``agent_timeout_seconds``.
         """
-        run = self._start_run(agent_name, message, timeout)
+        seconds = check_timeout(timeout)
+        run = self._start_run(agent_name, message)
         task = asyncio.create_task(self._run(run), name=f"enginescope-run-{self.engine_id}")
         self._runs[task] = run
         task.add_done_callback(self._forget_run)
-        limit = self.agent_timeout_seconds if timeout is None else timeout
-        if limit is None:
+        limit = self.agent_timeout_seconds if seconds is None else seconds
+        if limit is None or math.isinf(limit):
             return await self._await_run(task, run)
         try:
             done, _ = await asyncio.wait((task,), timeout=limit)
@@ -174,13 +185,11 @@ class UserExecutionEngine:
                 raise
         return _failed(run, run.cancel_reason or "cancelled", "CancelledError")
 
-    def _start_run(self, agent_name: str, message: str, timeout: float | None) -> AgentRun:
+    def _start_run(self, agent_name: str, message: str) -> AgentRun:
         if not self._active:
             raise EngineClosedError(self.engine_id)
         if not isinstance(message, str):
             raise TypeError(f"message must be a string, got {type(message).__name__}")
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self._agents.get(agent_name)  # unknown agents fail here, before any event is sent
         if len(self._runs) >= self.max_concurrent_runs:
             raise EngineBusyError(self.engine_id, self.max_concurrent_runs)
@@ -203,7 +212,11 @@ class UserExecutionEngine:
             self._stats["runs_failed"] += 1
             logger.info(
                 "agent run failed",
-                extra={"engine_id": self.engine_id, "agent_name": name, "error": repr(exc)},
+                extra={
+                    "engine_id": self.engine_id,
+                    "agent_name": name,
+                    "error": redact_text(repr(exc), _LOGGED_ERROR_LENGTH),
+                },
             )
             duration = _ms_since(started)
             await run.finish_failed(exc, duration)
@@ -258,6 +271,23 @@ class UserExecutionEngine:
             run.request_stop("engine_closed", "engine closed")
             task.cancel()
         await asyncio.wait(tuple(self._runs))
+
+
+def check_timeout(timeout: object) -> float | None:
+    """``timeout`` as seconds (``inf``: no deadline), or ``None``; anything but a positive
+    real number or ``None`` raises :class:`InvalidTimeoutError` (NaN, zero, negatives) or
+    :class:`InvalidTimeoutTypeError` (bools, strings, complex numbers)."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise InvalidTimeoutTypeError(timeout)
+    try:
+        seconds = float(timeout)
+    except OverflowError:  # an int too large for a float: no deadline in practice
+        return math.inf
+    if not seconds > 0:  # NaN compares false
+        raise InvalidTimeoutError(timeout)
+    return seconds
 
 
 class _Cleanup:

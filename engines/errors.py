@@ -24,6 +24,8 @@ __all__ = [
     "InvalidResumeTokenError",
     "InvalidSettingError",
     "InvalidSocketError",
+    "InvalidTimeoutError",
+    "InvalidTimeoutTypeError",
     "InvalidWebSocketBridgeError",
     "SlotLedgerUnavailableError",
     "UserEngineLimitError",
@@ -52,6 +54,18 @@ class InvalidSettingError(EngineScopeError, ValueError):
         self.expected = expected
         where = f"{owner} " if owner else ""
         super().__init__(f"{where}{field} must be {expected}, got {value!r}; pass {field} > 0.")
+
+
+class InvalidTimeoutError(InvalidSettingError):
+    """A ``timeout`` argument is not a positive number of seconds, ``inf`` or ``None``."""
+
+    def __init__(self, value: object, owner: str = "execute_agent()") -> None:
+        expected = "a positive number of seconds, inf (no deadline) or None"
+        InvalidSettingError.__init__(self, "timeout", value, expected, owner)
+
+
+class InvalidTimeoutTypeError(InvalidTimeoutError, TypeError):
+    """A ``timeout`` argument is not a real number at all (a string, a bool, a complex)."""
 
 
 class ExecutionEngineFactoryError(EngineScopeError):

@@ -8,86 +8,64 @@ from __future__ import annotations
 
 import functools
 import math
-import re
-import unicodedata
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields, is_dataclass
-from datetime import date, time
+from datetime import date, time, timedelta
+from decimal import Decimal
+from enum import Enum
+from fractions import Fraction
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from itertools import islice
+from pathlib import PurePath
+from types import ModuleType
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretBytes, SecretStr
+
+from ._redact import (
+    REDACTED,
+    SECRET_KEY_PARTS,
+    SECRET_KEY_WORDS,
+    TOKEN_COUNT_KEYS,
+    looks_secret,
+    redact_credentials,
+)
 
 __all__ = [
     "CYCLE",
     "MAX_DEPTH",
     "REDACTED",
     "SECRET_KEY_PARTS",
+    "SECRET_KEY_WORDS",
+    "TOKEN_COUNT_KEYS",
     "looks_secret",
+    "redact_text",
     "sanitize",
     "truncate_text",
 ]
 
-REDACTED = "[REDACTED]"
 MAX_DEPTH = "[MAX DEPTH]"
 CYCLE = "[CYCLE]"
 UNSANITISABLE = "[UNSANITISABLE]"
-# Compared against the key lower-cased with everything but [0-9a-z] removed, so
-# "API-Key", "api_key" and "apiKey" all become "apikey".
-SECRET_KEY_PARTS = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "apikey",
-    "authorization",
-    "credential",
-    "privatekey",
-    "cookie",
-    "sessionkey",
-)
-# Token *counts* that LLM tools pass around are not secrets; exact (normalised) names only.
-TOKEN_COUNT_KEYS = frozenset(
-    {
-        "maxtokens",
-        "maxoutputtokens",
-        "maxnewtokens",
-        "totaltokens",
-        "prompttokens",
-        "completiontokens",
-        "inputtokens",
-        "outputtokens",
-        "numtokens",
-        "tokencount",
-    }
-)
-_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 _MAX_INT_BITS = 1024  # larger ints are not JSON a client can parse (and may not stringify)
 _CACHED_KEY_LENGTH = 64
 _SEQUENCES = (list, tuple, set, frozenset, deque)
-
-
-def _normalise_key(key: str) -> str:
-    return _NOT_ALNUM.sub("", unicodedata.normalize("NFKC", key).casefold())
-
-
-def _is_secret_key(key: str) -> bool:
-    normal = _normalise_key(key)
-    if normal in TOKEN_COUNT_KEYS:
-        return False
-    return any(part in normal for part in SECRET_KEY_PARTS)
-
-
-_is_secret_key_cached = functools.lru_cache(maxsize=4096)(_is_secret_key)
-
-
-def looks_secret(key: str) -> bool:
-    """Whether a mapping key names a secret (``password``, ``X-Api-Key``, ``authToken``...)."""
-    if len(key) > _CACHED_KEY_LENGTH:
-        return _is_secret_key(key)
-    return _is_secret_key_cached(key)
+# Values whose str() is their value: sent as (redacted) text.
+_TEXT_LIKE = (
+    uuid.UUID,
+    Decimal,
+    Fraction,
+    complex,
+    PurePath,
+    IPv4Address,
+    IPv6Address,
+    IPv4Network,
+    IPv6Network,
+)
+# A credential that starts inside the part of a text that is kept is seen whole.
+_REDACTION_MARGIN = 1024
 
 
 def _valid_unicode(text: str) -> str:
@@ -100,18 +78,36 @@ def _valid_unicode(text: str) -> str:
     return text
 
 
-def truncate_text(text: str, limit: int = 2000) -> str:
-    """Return ``text`` cut to ``limit`` characters plus a marker saying how much was cut."""
-    if len(text) > limit:
-        text = f"{text[: max(limit, 0)]}…[truncated {len(text) - max(limit, 0)} chars]"
+def _cut(text: str, limit: int, dropped: int = 0) -> str:
+    limit = max(limit, 0)
+    if len(text) > limit or dropped:
+        kept = text[:limit]
+        text = f"{kept}…[truncated {len(text) - len(kept) + dropped} chars]"
     return _valid_unicode(text)
 
 
-def _safe_repr(value: object, limit: int) -> str:
-    try:
-        return truncate_text(repr(value), limit)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not break an event
-        return _unrepresentable(value)
+def truncate_text(text: str, limit: int = 2000) -> str:
+    """Return ``text`` cut to ``limit`` characters plus a marker saying how much was cut."""
+    return _cut(text, limit)
+
+
+def redact_text(text: str, limit: int | None = None) -> str:
+    """Return ``text`` with every credential-shaped value replaced by ``"[REDACTED]"``.
+
+    Redacted: bearer and basic credentials (``Bearer [REDACTED]``), well-known API keys
+    (``sk-...``, ``ghp_...``, ``xoxb-...``, ``AKIA...``, ``AIza...``), JWTs, the password
+    of a URL (``postgres://user:[REDACTED]@host``), the value after a key that looks
+    secret (``password=...``, ``"api_key": "..."``, ``Authorization: ...``) and private
+    key blocks. With ``limit``, the result is also cut as by :func:`truncate_text`, and
+    only the part that is kept is scanned. A text without any cue of these shapes costs a
+    few substring tests. This is what the emitter applies to every free-text field.
+    """
+    if limit is None:
+        return _valid_unicode(redact_credentials(text))
+    if len(text) <= limit + _REDACTION_MARGIN:
+        return _cut(redact_credentials(text), limit)
+    head = text[: max(limit, 0) + _REDACTION_MARGIN]
+    return _cut(redact_credentials(head), limit, len(text) - len(head))
 
 
 def _unrepresentable(value: object) -> str:
@@ -133,8 +129,48 @@ def _float(value: float) -> float | str:
     return value if math.isfinite(value) else repr(value)
 
 
-def _is_dataclass_instance(value: object) -> bool:
-    return is_dataclass(value) and not isinstance(value, type)
+def _is_named_tuple(value: tuple[Any, ...]) -> bool:
+    return type(value) is not tuple and isinstance(getattr(type(value), "_fields", None), tuple)
+
+
+def _fields_of(value: object) -> dict[str, Any] | None:
+    """The fields of a record, by name: a pydantic model's, a dataclass's, an attrs class's,
+    or an object's public instance attributes (``vars()`` without ``_`` names, so an ORM
+    object's loaded columns without its instance state; nothing is loaded lazily).
+    ``None`` for anything without fields."""
+    if isinstance(value, BaseModel):
+        return dict(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return {field.name: getattr(value, field.name) for field in fields(value)}
+    attributes = getattr(type(value), "__attrs_attrs__", None)
+    if attributes is not None:
+        return {attribute.name: getattr(value, attribute.name) for attribute in attributes}
+    if callable(value) or isinstance(value, ModuleType):
+        return None
+    state = getattr(value, "__dict__", None)
+    if not isinstance(state, dict):
+        return None
+    public = {key: item for key, item in state.items() if type(key) is str and key[:1] != "_"}
+    return public or None
+
+
+def _plain_value(value: object) -> str | float | None:
+    """The JSON stand-in of bytes, a date or time, a duration or a pydantic secret."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{value.nbytes if isinstance(value, memoryview) else len(value)} bytes>"
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, SecretStr | SecretBytes):
+        return REDACTED
+    return None
+
+
+def _secret_pair_key(pair: tuple[Any, ...]) -> str | None:
+    """The key of a pair such as ``("Authorization", "Bearer ...")`` if it looks secret."""
+    key = pair[0] if len(pair) == 2 else None
+    return key if isinstance(key, str) and looks_secret(key) else None
 
 
 def _scalar_key(key: object) -> str | None:
@@ -146,6 +182,28 @@ def _scalar_key(key: object) -> str | None:
     if isinstance(key, int | float):
         return str(_float(key) if isinstance(key, float) else _int(key))
     return None
+
+
+def _key_text(key: object) -> str:
+    """The text of a non-string key: its JSON form, an enum's value, a tuple of scalars'
+    repr; for anything else its type name, never its repr."""
+    if isinstance(key, Enum):
+        key = key.value
+    if isinstance(key, str):
+        return key
+    scalar = _scalar_key(key)
+    if scalar is not None:
+        return scalar
+    if type(key) is tuple and all(isinstance(item, str) or _scalar_key(item) for item in key):
+        return repr(key)
+    return _unrepresentable(key)
+
+
+_redacted_key = functools.lru_cache(maxsize=4096)(redact_credentials)
+
+
+def _redact_key(key: str) -> str:
+    return _redacted_key(key) if len(key) <= _CACHED_KEY_LENGTH else redact_credentials(key)
 
 
 class _Sanitizer:
@@ -170,6 +228,8 @@ class _Sanitizer:
             return self._scalar(value)
         if isinstance(value, Mapping):
             return self._nested(value, depth, self._mapping)
+        if isinstance(value, tuple) and _is_named_tuple(value):
+            return self._nested(value, depth, self._named_tuple)
         if isinstance(value, _SEQUENCES):
             return self._nested(value, depth, self._sequence)
         return self._other(value, depth)
@@ -183,18 +243,20 @@ class _Sanitizer:
 
     def _text(self, value: str) -> str:
         plain = value if type(value) is str else str.__str__(value)  # str subclasses, StrEnum
-        return truncate_text(plain, self.max_string)
+        return redact_text(plain, self.max_string)
 
     def _other(self, value: object, depth: int) -> object:
-        if isinstance(value, bytes | bytearray | memoryview):
-            return f"<{value.nbytes if isinstance(value, memoryview) else len(value)} bytes>"
-        if isinstance(value, date | time):
-            return value.isoformat()
-        if isinstance(value, uuid.UUID):
-            return str(value)
-        if isinstance(value, BaseModel) or _is_dataclass_instance(value):
-            return self._nested(value, depth, self._record)  # its repr would show secrets
-        return _safe_repr(value, self.max_string)
+        plain = _plain_value(value)
+        if plain is not None:
+            return plain
+        if isinstance(value, Enum):
+            return self.convert(value.value, depth)
+        if isinstance(value, _TEXT_LIKE):
+            return self._text(str(value))
+        record = _fields_of(value)
+        if record is None:
+            return _unrepresentable(value)  # its repr could show what its fields would hide
+        return self._nested(value, depth, lambda _value, inner: self._mapping(record, inner))
 
     def _nested(self, value: Any, depth: int, convert: Callable[[Any, int], object]) -> object:
         if depth >= self.max_depth:
@@ -209,17 +271,17 @@ class _Sanitizer:
             self._on_path.discard(marker)
 
     def _sequence(self, value: Iterable[object], depth: int) -> list[object]:
+        key = _secret_pair_key(value) if type(value) is tuple else None
+        if key is not None:
+            return [self._text(key), REDACTED]
         items = [self.convert(item, depth) for item in islice(value, self.max_items)]
         extra = len(value) - self.max_items  # type: ignore[arg-type]  # _SEQUENCES are sized
         if extra > 0:
             items.append(f"…[{extra} more items]")
         return items
 
-    def _record(self, value: object, depth: int) -> dict[str, object]:
-        if isinstance(value, BaseModel):
-            return self._mapping(dict(value), depth)
-        names = [field.name for field in fields(value)]  # type: ignore[arg-type]
-        return self._mapping({name: getattr(value, name) for name in names}, depth)
+    def _named_tuple(self, value: tuple[Any, ...], depth: int) -> dict[str, object]:
+        return self._mapping(dict(zip(type(value)._fields, value, strict=False)), depth)  # type: ignore[attr-defined]
 
     def _mapping(self, value: Mapping[Any, Any], depth: int) -> dict[str, object]:
         result: dict[str, object] = {}
@@ -233,12 +295,11 @@ class _Sanitizer:
 
     def _key(self, key: object) -> tuple[str, bool]:
         """The JSON key for ``key`` and whether its value must be redacted."""
-        if isinstance(key, str):
-            plain = key if type(key) is str else str.__str__(key)
-            name = truncate_text(plain, self.max_string)
-            return name, looks_secret(plain) or looks_secret(name)
-        name = _scalar_key(key) or _safe_repr(key, self.max_string)
-        return name, looks_secret(name)
+        plain = key if type(key) is str else str.__str__(key) if isinstance(key, str) else None
+        if plain is None:
+            plain = _key_text(key)
+        name = truncate_text(_redact_key(plain), self.max_string)
+        return name, looks_secret(plain) or looks_secret(name)
 
 
 def sanitize(
@@ -246,16 +307,21 @@ def sanitize(
 ) -> object:
     """Return a JSON-ready copy of ``value`` that is safe to send to a client.
 
-    Mapping keys that look secret (see :data:`SECRET_KEY_PARTS`) get ``"[REDACTED]"``;
-    strings are cut to ``max_string`` characters and sequences (and mappings) to
-    ``max_items`` items, each with a marker saying how much was cut; containers nested
-    ``max_depth`` levels deep become ``"[MAX DEPTH]"``, cycles ``"[CYCLE]"``; bytes become
-    ``"<N bytes>"``; dates their ISO form; anything else its truncated ``repr()``.
-    Never raises.
+    Keys that look secret (see :func:`looks_secret`), and the second item of a pair whose
+    first does, get ``"[REDACTED]"``; every string goes through :func:`redact_text`, so a
+    credential-shaped value is redacted under any key. Records go out field by field with
+    the same rules: pydantic models, dataclasses, attrs classes, named tuples, and any
+    object's public attributes (an ORM object's loaded columns); enums as their value;
+    UUIDs, decimals, paths and IP addresses as text; anything else as its type name
+    (``"<unrepresentable Lock>"``), never its ``repr()``. Strings are cut to
+    ``max_string`` characters and sequences (and mappings) to ``max_items`` items, each with
+    a marker saying how much was cut; containers nested ``max_depth`` levels deep become
+    ``"[MAX DEPTH]"``, cycles ``"[CYCLE]"``; bytes become ``"<N bytes>"``; dates their ISO
+    form. Never raises.
     """
     try:
         if type(value) is str:  # the hot path: most event fields are short strings
-            return truncate_text(value, max_string)
+            return redact_text(value, max_string)
         if value is None or type(value) is bool:  # and plain scalars (a step, a duration)
             return value
         if type(value) is float:

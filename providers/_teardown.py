@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from enginescope.providers._creation import Creation
 from enginescope.providers._eager import start_eagerly
 from enginescope.providers._finalizers import Finalizer
 from enginescope.providers.errors import ScopeTeardownError, ScopeUsageError
@@ -38,12 +39,12 @@ def _async_in_sync(owner: object) -> ScopeUsageError:
 
 
 def teardown_sync(
-    finalizers: list[Finalizer], pending: dict[Any, asyncio.Future[Any]], exc: BaseException | None
+    finalizers: list[Finalizer], pending: dict[Any, Creation], exc: BaseException | None
 ) -> Outcome:
     """Release sync finalizers newest first; async ones are reported, not run."""
     outcome = Outcome()
-    for owner, task in list(pending.items()):
-        task.cancel()
+    for owner, creation in list(pending.items()):
+        creation.abort()
         outcome.record(_async_in_sync(owner))
     while finalizers:
         finalizer = finalizers.pop()
@@ -58,15 +59,15 @@ def teardown_sync(
 
 
 async def teardown_async(
-    finalizers: list[Finalizer], pending: dict[Any, asyncio.Future[Any]], exc: BaseException | None
+    finalizers: list[Finalizer], pending: dict[Any, Creation], exc: BaseException | None
 ) -> Outcome:
     """Cancel in-flight creations, then release every finalizer newest first."""
     outcome = Outcome()
     in_flight = list(pending.values())
-    if in_flight:
-        for task in in_flight:
-            task.cancel()
-        await asyncio.gather(*in_flight, return_exceptions=True)
+    for creation in in_flight:
+        creation.abort()
+    for creation in in_flight:
+        await creation.wait_settled()
     while finalizers:
         try:
             await finalizers.pop().release(exc)

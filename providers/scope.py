@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Coroutine
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, TypeAlias
 
 from dependency_injector import providers
+from enginescope.providers._creation import Creation
 from enginescope.providers._finalizers import Finalizer
 from enginescope.providers._teardown import (
     Outcome,
@@ -66,7 +67,7 @@ class Scope:
         self.is_async = is_async  # entered with `async with`, so its teardown can await
         # provider -> instance (or done future); read through get(), dropped by forget()
         self._instances: dict[object, Any] = {}
-        self._pending: dict[object, asyncio.Future[Any]] = {}
+        self._pending: dict[object, Creation] = {}
         self._finalizers: list[Finalizer] = []
         self._torn_down = False
 
@@ -107,25 +108,26 @@ class Scope:
             raise ScopeUsageError(f"{finalizer.owner} finished creating after {self!r} closed.")
         self._finalizers.append(finalizer)
 
-    def pending(self, key: object) -> asyncio.Future[Any] | None:
+    def pending(self, key: object) -> Creation | None:
         """Return the in-flight async creation for ``key``, if any."""
         return self._pending.get(key)
 
-    def start(self, key: object, task: asyncio.Future[Any]) -> None:
-        """Track an async creation until it settles (cached on success, evicted on failure)."""
-        self._pending[key] = task
-        if task.done():  # created without suspending
-            self._settle(key, task)
-        else:
-            task.add_done_callback(lambda done: self._settle(key, done))
+    def start(self, key: object, coro: Coroutine[Any, Any, Any]) -> Creation:
+        """Track an async creation of ``key`` until it settles: its result (a done future)
+        is cached on success, the creation evicted on failure. The creation runs in the
+        task that first awaits :meth:`Creation.join`."""
+        creation = Creation(coro, lambda done: self._settle(key, done))
+        self._pending[key] = creation
+        return creation
 
-    def _settle(self, key: object, task: asyncio.Future[Any]) -> None:
-        if self._pending.get(key) is task:
+    def _settle(self, key: object, creation: Creation) -> None:
+        if self._pending.get(key) is creation:
             del self._pending[key]
-        if task.cancelled() or task.exception() is not None:
+        result = creation.result
+        if not result.done() or result.cancelled() or result.exception() is not None:
             logger.debug("Scoped creation failed; evicted", extra={"provider": key})
         elif not self.closed:
-            self._instances[key] = task
+            self._instances[key] = result
 
     def _close(self) -> None:
         self.closed = True

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 from dependency_injector import providers
-from enginescope.providers._eager import start_eagerly
+from enginescope.providers._creation import Creation, DriverCancelledError
 from enginescope.providers._finalizers import acquire_async, acquire_sync, needs_async
 from enginescope.providers.errors import ScopeUsageError
 from enginescope.providers.scope import Scope, get_current_scope, require_open_scope
@@ -164,7 +164,7 @@ class Scoped(providers.Provider[T]):
         current = require_open_scope(self)
         pending = current.pending(self)
         if pending is not None:
-            return asyncio.shield(pending)
+            return self._join(pending)
         raw = self._call_provides()
         if needs_async(raw):
             return self._start_async(current, raw)
@@ -197,18 +197,20 @@ class Scoped(providers.Provider[T]):
         result = self.provides(*values[: len(args)], **named)
         return await result if _is_async(result) else result
 
-    def _start_async(self, current: Scope, raw: object) -> asyncio.Future[Any]:
+    def _start_async(self, current: Scope, raw: object) -> Coroutine[Any, Any, Any]:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             if inspect.iscoroutine(raw):
                 raw.close()
             raise ScopeUsageError(f"{self!r} is async; resolve it with `await`.") from None
-        creation = start_eagerly(self._create_async(current, raw))
-        if isinstance(creation, asyncio.Task) and not creation.done():
-            creation.set_name(repr(self))
-        current.start(self, creation)
-        return asyncio.shield(creation)
+        return self._join(current.start(self, self._create_async(current, raw)))
+
+    async def _join(self, creation: Creation) -> Any:
+        try:
+            return await creation.join()
+        except DriverCancelledError:  # the creation's own task was cancelled, not ours
+            return await self._provide((), {})
 
     async def _create_async(self, current: Scope, raw: object) -> Any:
         value, finalizer = await acquire_async(raw, self)

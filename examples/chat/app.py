@@ -139,16 +139,18 @@ async def chat_socket(
     gateway: Annotated[WebSocketGateway, Depends(Provide[ChatContainer.gateway])],
     settings: Annotated[ChatSettings, Depends(Provide[ChatContainer.settings])],
 ) -> None:
-    """Authenticate (``?token=`` or a first ``{"type": "auth", "token": ...}`` frame),
-    then serve the socket; a missing, forged or expired token closes it with 1008.
+    """Authenticate with a first ``{"type": "auth", "token": ...}`` frame, then serve the
+    socket; a missing, forged or expired token closes it with 1008. A token in the URL
+    (``?token=``) is refused with 1008 too: servers write URLs to their access logs.
 
-    A client that reconnects may add ``"resume_from"`` (or ``?resume_from=``): the
+    A client that reconnects may add ``"resume_from"`` to the auth frame: the
     ``stream_id`` of the last event it received, to be sent what it missed.
     """
     await websocket.accept()
-    auth = _query_auth(websocket) or await _first_frame_auth(
-        websocket, settings.auth_timeout_seconds
-    )
+    if "token" in websocket.query_params:
+        await websocket.close(POLICY_VIOLATION, "unauthorized: send the token in the first frame")
+        return
+    auth = await _first_frame_auth(websocket, settings.auth_timeout_seconds)
     try:
         claims = tokens.verify(auth.token if auth else None)
     except InvalidTokenError as exc:
@@ -164,11 +166,6 @@ class _Auth(NamedTuple):
 
     token: str
     resume_from: str | None = None
-
-
-def _query_auth(websocket: WebSocket) -> _Auth | None:
-    token = websocket.query_params.get("token")
-    return _Auth(token, websocket.query_params.get("resume_from")) if token else None
 
 
 async def _first_frame_auth(websocket: WebSocket, timeout: float) -> _Auth | None:

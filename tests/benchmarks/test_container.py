@@ -7,6 +7,7 @@ Ours is ``EngineContainer`` with ``user_scope``; the peers are dishka's async co
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -104,6 +105,72 @@ def test_dishka_request_scope_lifecycle(
     bench.run(factory.shutdown())
     assert LIFECYCLES == checked
     assert 0 == metrics["active_engines_count"]
+
+
+MESSAGES = 1000
+YIELD_EVERY = 100
+
+
+def message_fields(count: int) -> list[tuple[str, str]]:
+    """What an app has per message: the authenticated user and its thread (100 users)."""
+    return [(f"user-{n % 100}", f"thread-{n % 100}") for n in range(count)]
+
+
+@pytest.mark.benchmark(group="per message: build the context, scope, engine, exit")
+def test_per_message_lifecycle(bench: Any, container: EngineContainer) -> None:
+    """As an app does it per message: a fresh UserExecutionContext, user_scope, the engine,
+    exit; yielding to the loop every 100 messages as a server would."""
+    fields = message_fields(MESSAGES)
+
+    async def batch() -> int:
+        checked = 0
+        for n, (user_id, thread_id) in enumerate(fields):
+            ctx = UserExecutionContext(user_id=user_id, thread_id=thread_id, run_id=f"run-{n}")
+            async with user_scope(ctx):
+                engine = await container.user_engine()
+                checked += engine.user_id == user_id
+            if n % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+        return checked
+
+    checked = bench.batches(
+        batch,
+        ops=MESSAGES,
+        rounds=30,
+        role="ours",
+        targets={"max_ratio": 1.0},
+        note="both sides build the context and create and clean up a real engine",
+    )
+
+    assert MESSAGES == checked
+    assert 0 == factory_metrics(bench, container)["active_engines_count"]
+
+
+@pytest.mark.benchmark(group="per message: build the context, scope, engine, exit")
+def test_dishka_per_message_lifecycle(
+    bench: Any, dishka_container: Callable[[ExecutionEngineFactory], dishka.AsyncContainer]
+) -> None:
+    """Peer: the same per-message work through dishka's async REQUEST scope."""
+    fields = message_fields(MESSAGES)
+    factory = ExecutionEngineFactory(AgentWebSocketBridge())
+    app = dishka_container(factory)
+
+    async def batch() -> int:
+        checked = 0
+        for n, (user_id, thread_id) in enumerate(fields):
+            ctx = UserExecutionContext(user_id=user_id, thread_id=thread_id, run_id=f"run-{n}")
+            async with app(context={UserExecutionContext: ctx}) as request:
+                engine = await request.get(UserExecutionEngine)
+                checked += engine.user_id == user_id
+            if n % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+        return checked
+
+    checked = bench.batches(batch, ops=MESSAGES, rounds=30, role="peer")
+
+    bench.run(app.close())
+    bench.run(factory.shutdown())
+    assert MESSAGES == checked
 
 
 @pytest.mark.benchmark(group="warm resolve inside a scope")

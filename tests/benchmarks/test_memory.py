@@ -41,7 +41,9 @@ def test_bytes_per_idle_engine(
     """100,000 idle engines cost at most 4 KiB each, all of them registered and active."""
     count = 100_000 if bench.full else 10_000
     users = contexts(count)
-    factory = ExecutionEngineFactory(AgentWebSocketBridge(), agent_registry=AgentRegistry())
+    factory = ExecutionEngineFactory(
+        AgentWebSocketBridge(), agent_registry=AgentRegistry(), max_engines=None
+    )
     measured: dict[str, float] = {}
 
     async def fill() -> None:

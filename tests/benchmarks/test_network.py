@@ -128,7 +128,8 @@ class Client:
 async def open_client(server: Server, signer: TokenSigner, number: int) -> Client:
     user_id = f"bench-{number}-{secrets.token_hex(3)}"
     token = signer.issue(user_id, f"Bench {number}")
-    socket = await connect(f"{server.ws_url}?token={token}", open_timeout=TIMEOUT)
+    socket = await connect(server.ws_url, open_timeout=TIMEOUT)
+    await socket.send(json.dumps({"type": "auth", "token": token}))
     greeting = json.loads(await asyncio.wait_for(socket.recv(), TIMEOUT))
     assert "session" == greeting["type"], greeting
     return Client(user_id, socket)

@@ -65,7 +65,9 @@ def population(
     request: pytest.FixtureRequest, contexts: Callable[..., list[UserExecutionContext]]
 ) -> Iterator[Population]:
     loop = asyncio.new_event_loop()
-    factory = ExecutionEngineFactory(AgentWebSocketBridge(), agent_registry=AgentRegistry())
+    factory = ExecutionEngineFactory(
+        AgentWebSocketBridge(), agent_registry=AgentRegistry(), max_engines=None
+    )
     populated = Population(loop, factory, request.param, contexts(BATCH))
 
     async def fill() -> None:

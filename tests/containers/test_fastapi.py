@@ -299,7 +299,6 @@ class TestServe:
             ('{"type": "message", "text": 42}', "invalid_message"),
             ('{"type": "message", "text": "hi", "thread_id": ["x"]}', "invalid_message"),
             ('{"type": "message", "text": "hi", "thread_id": {"a": 1}}', "invalid_message"),
-            ('{"type": "message", "text": "hi", "thread_id": 7}', "invalid_message"),
             ('{"type": ["message"], "text": "hi"}', "invalid_message"),
             ('{"type": {"x": 1}}', "invalid_message"),
         ],
@@ -326,14 +325,6 @@ class TestServe:
             ws.send_json({"type": "ping"})
             assert ("error", "invalid_json") == (error["type"], error["code"])
             assert {"type": "pong"} == ws.receive_json()
-
-    def test_a_null_thread_id_is_the_sessions_thread(self, client: TestClient) -> None:
-        """``"thread_id": null`` is the same as leaving it out."""
-        with client.websocket_connect("/ws/alice") as ws:
-            thread_id = ws.receive_json()["thread_id"]
-            ws.send_json({"type": "message", "text": "hi", "thread_id": None})
-            events = receive_until(ws, "agent_completed")
-        assert {thread_id} == {event["thread_id"] for event in events}
 
     def test_a_binary_frame_is_an_error_event(self, client: TestClient) -> None:
         """Binary frames are refused with an error event."""

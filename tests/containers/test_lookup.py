@@ -15,10 +15,14 @@ from enginescope.containers import (
 from enginescope.containers.fastapi import (
     EngineMetricsCollector,
     WebSocketGateway,
+    engine_lifespan,
     engine_metrics,
     metrics_endpoint,
     user_engine_dependency,
 )
+from starlette.applications import Starlette
+from starlette.routing import Route
+from starlette.testclient import TestClient
 
 
 class App(containers.DeclarativeContainer):
@@ -78,6 +82,18 @@ class TestFinding:
             gateway._bridge,
             gateway._user_engine,
         )
+
+    def test_metrics_endpoint_of_an_app_container_scrapes_its_engines(self) -> None:
+        """metrics_endpoint(app) serves app.engines' metrics while the app runs."""
+        app = App()
+        web = Starlette(
+            lifespan=engine_lifespan(app), routes=[Route("/metrics", metrics_endpoint(app))]
+        )
+        with TestClient(web) as client:
+            scraped = client.get("/metrics")
+
+        assert 200 == scraped.status_code
+        assert "enginescope_active_engines 0.0" in scraped.text
 
     def test_engine_metrics_of_an_app_container_before_start_are_empty(self) -> None:
         """engine_metrics(app) reads app.engines (nothing started: nothing to report)."""

@@ -1,7 +1,9 @@
 """The README's dependency-injection snippets run as written.
 
 A snippet is run when the line before its ```python fence is ``<!-- test: container -->``.
-Each runs as a fresh module (so ``app.wire(modules=[__name__])`` works).
+Each runs as a fresh module (so ``app.wire(modules=[__name__])`` works). A snippet marked
+``<!-- test: pytest -->`` is a test module: it runs under pytest (with the enginescope
+plugin, pytest-asyncio in strict mode and warnings as errors) and its tests must pass.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 MARKER = "<!-- test: container -->"
+PYTEST_MARKER = "<!-- test: pytest -->"
 FENCE = re.compile(r"^```python[ \t]*\n(?P<code>.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 
 
@@ -24,17 +27,25 @@ class Snippet(NamedTuple):
     code: str
 
 
-def marked_snippets(text: str) -> list[Snippet]:
+def marked_snippets(text: str, marker: str = MARKER) -> list[Snippet]:
     """The python blocks whose fence directly follows the marker line."""
     found = []
     for match in FENCE.finditer(text):
         before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
-        if before.strip() == MARKER:
+        if before.strip() == marker:
             found.append(Snippet(text.count("\n", 0, match.start()) + 2, match["code"]))
     return found
 
 
-SNIPPETS = marked_snippets(README.read_text(encoding="utf-8")) if README.exists() else []
+TEXT = README.read_text(encoding="utf-8") if README.exists() else ""
+SNIPPETS = marked_snippets(TEXT)
+PYTEST_SNIPPETS = marked_snippets(TEXT, PYTEST_MARKER)
+PYTEST_INI = """
+[pytest]
+asyncio_mode = strict
+asyncio_default_fixture_loop_scope = function
+filterwarnings = error
+"""
 
 
 def run_as_module(snippet: Snippet) -> None:
@@ -60,6 +71,26 @@ class TestReadme:
         run_as_module(snippet)
 
         assert "Traceback" not in capsys.readouterr().err
+
+
+class TestPytestSnippets:
+    def test_the_readme_has_a_test_module_snippet(self) -> None:
+        """The testing section keeps a snippet that runs under pytest."""
+        assert len(PYTEST_SNIPPETS) >= 1, f"no python block after a {PYTEST_MARKER!r} line"
+
+    @pytest.mark.parametrize(
+        "snippet", PYTEST_SNIPPETS, ids=[f"line-{s.line}" for s in PYTEST_SNIPPETS]
+    )
+    def test_the_test_module_passes(self, snippet: Snippet, pytester: pytest.Pytester) -> None:
+        """Every test of the snippet passes, and there is at least one."""
+        pytester.makeini(PYTEST_INI)
+        pytester.makepyfile(**{f"test_readme_line_{snippet.line}": snippet.code})
+
+        result = pytester.runpytest("-p", "no:cacheprovider")
+
+        outcomes = result.parseoutcomes()
+        assert (0, 0) == (outcomes.get("failed", 0), outcomes.get("errors", 0)), result.stdout
+        assert outcomes.get("passed", 0) >= 1
 
 
 class TestFinder:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -9,10 +11,20 @@ import pytest
 from enginescope.engines import (
     EngineScopeError,
     InvalidContextError,
+    InvalidSettingError,
     UserExecutionContext,
     validate_user_context,
 )
-from enginescope.engines.context import MAX_ID_LENGTH, PLACEHOLDER_IDS
+from enginescope.engines.context import (
+    DEFAULT_MAX_METADATA_BYTES,
+    DEFAULT_MAX_METADATA_DEPTH,
+    MAX_ID_LENGTH,
+    PLACEHOLDER_IDS,
+    MetadataLimits,
+    check_identifier,
+    metadata_limits,
+    set_metadata_limits,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -187,6 +199,8 @@ class TestValidationProperties:
             assert value.strip() == value
             assert 0 < len(value) <= MAX_ID_LENGTH
             assert value.lower() not in PLACEHOLDER_IDS
+            assert value.isprintable()
+            assert unicodedata.normalize("NFKC", value).casefold() not in PLACEHOLDER_IDS
 
     @given(
         field=st.sampled_from(_ID_FIELDS),
@@ -205,3 +219,212 @@ class TestValidationProperties:
         with pytest.raises(InvalidContextError) as caught:
             UserExecutionContext(**with_(**{field: value}))
         assert field == caught.value.field
+
+
+INVISIBLE_OR_DECEPTIVE = [
+    pytest.param("\u200b", id="zero-width-space-alone"),
+    pytest.param("eve\u200b", id="zero-width-space"),
+    pytest.param("e\u200cve", id="zero-width-non-joiner"),
+    pytest.param("e\u200dve", id="zero-width-joiner"),
+    pytest.param("e\u2060ve", id="word-joiner"),
+    pytest.param("eve\u202e", id="right-to-left-override"),
+    pytest.param("\u202aeve", id="left-to-right-embedding"),
+    pytest.param("eve\u2066", id="left-to-right-isolate"),
+    pytest.param("eve\u2069", id="pop-directional-isolate"),
+    pytest.param("eve\u200f", id="right-to-left-mark"),
+    pytest.param("\ufeffeve", id="byte-order-mark"),
+    pytest.param("eve\ud800", id="lone-surrogate"),
+    pytest.param("e\u00adve", id="soft-hyphen"),
+    pytest.param("eve\U000e0041", id="tag-character"),
+    pytest.param("eve\ue000", id="private-use"),
+    pytest.param("eve\U000f0000", id="supplementary-private-use"),
+    pytest.param("eve\u0378", id="unassigned"),
+    pytest.param("e\u00a0ve", id="no-break-space-inside"),
+    pytest.param("e\u2028ve", id="line-separator"),
+    pytest.param("eve\u3164", id="hangul-filler"),
+]
+
+
+class TestInvisibleIdentifiers:
+    @pytest.mark.parametrize("value", INVISIBLE_OR_DECEPTIVE)
+    @pytest.mark.parametrize("field", [*_ID_FIELDS, "request_id", "websocket_client_id"])
+    def test_is_refused_naming_the_field_and_the_code_point(self, field: str, value: str) -> None:
+        """An id with a character that does not print as itself is refused; the error
+        names the field and the code point, never the raw character."""
+        with pytest.raises(InvalidContextError) as caught:
+            UserExecutionContext(**with_(**{field: value}))
+
+        bad = next(ch for ch in value if not ch.isprintable() or ch == "\u3164")
+        assert field == caught.value.field
+        assert f"U+{ord(bad):04X}" in str(caught.value)
+        assert bad not in str(caught.value)
+
+    @pytest.mark.parametrize(
+        "value", ["user-42", "José-Ñandú", "ユーザー", "a b", "ü", "e\u0301ve", "user@example.com"]
+    )
+    def test_printable_ids_in_any_script_are_accepted(self, value: str) -> None:
+        """Letters of any script, combining marks and inner ASCII spaces are fine."""
+        assert value == check_identifier(value)
+
+
+class TestPlaceholderSpellings:
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "\uff4e\uff55\uff4c\uff4c",  # fullwidth "null"
+            "\uff2e\uff35\uff2c\uff2c",  # fullwidth "NULL"
+            "\uff55\uff4e\uff44\uff45\uff46\uff49\uff4e\uff45\uff44",  # fullwidth
+            "\u24dd\u24de\u24dd\u24d4",  # circled "none"
+            "NUL\u217c",  # ROMAN NUMERAL FIFTY (NFKC: "l")
+            "\u1d3a\u1d41\u1d38\u1d38",  # modifier letters NULL
+        ],
+    )
+    def test_compatibility_forms_of_placeholders_are_refused(self, value: str) -> None:
+        """Placeholders are compared after NFKC normalisation and case folding."""
+        with pytest.raises(InvalidContextError) as caught:
+            UserExecutionContext(**with_(user_id=value))
+
+        assert "user_id" == caught.value.field
+        assert "placeholder" in str(caught.value)
+
+
+@pytest.fixture
+def restore_limits() -> Iterator[None]:
+    before = metadata_limits()
+    yield
+    set_metadata_limits(max_bytes=before.max_bytes, max_depth=before.max_depth)
+
+
+def nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"k": value}
+    return value
+
+
+class ReadProbe(list[int]):
+    """A metadata value that records whether it was read (to be copied)."""
+
+    reads = 0
+
+    def __iter__(self) -> Iterator[int]:
+        ReadProbe.reads += 1
+        return super().__iter__()
+
+
+class TestMetadataLimits:
+    def test_defaults(self) -> None:
+        """64 KiB of JSON and 32 levels, unless changed."""
+        assert MetadataLimits(64 * 1024, 32) == metadata_limits()
+        assert (65536, 32) == (DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_METADATA_DEPTH)
+
+    def test_metadata_at_the_limits_is_accepted(self) -> None:
+        """Metadata of exactly the maximum size, nested to the maximum depth, is kept."""
+        overhead = len('{"blob":""}')
+        blob = {"blob": "x" * (DEFAULT_MAX_METADATA_BYTES - overhead)}
+
+        assert blob == dict(UserExecutionContext(**VALID, metadata=blob).metadata)
+        deep = nested(DEFAULT_MAX_METADATA_DEPTH)
+        assert deep == dict(UserExecutionContext(**VALID, metadata=deep).metadata)
+
+    @pytest.mark.parametrize(
+        "metadata",
+        [
+            pytest.param({"blob": "x" * (DEFAULT_MAX_METADATA_BYTES - 10)}, id="one-string"),
+            pytest.param({"items": ["ab"] * 20_000}, id="many-items"),
+            pytest.param({f"k{i}": i for i in range(10_000)}, id="many-keys"),
+            pytest.param({"é": "é" * 30_000}, id="escaped-unicode"),
+        ],
+    )
+    def test_oversize_metadata_is_refused_naming_the_limit(self, metadata: dict[str, Any]) -> None:
+        """Metadata over 64 KiB as JSON raises InvalidContextError naming metadata and the
+        limit, and says how to raise it."""
+        with pytest.raises(InvalidContextError) as caught:
+            UserExecutionContext(**VALID, metadata=metadata)
+
+        assert "metadata" == caught.value.field
+        assert "at most 65536 bytes" in str(caught.value)
+        assert "set_metadata_limits" in str(caught.value)
+
+    def test_fifty_megabytes_are_refused_before_being_copied(self) -> None:
+        """50 MB of metadata is refused as soon as the limit is passed: what follows is
+        never read, so nothing is copied."""
+        ReadProbe.reads = 0
+        metadata = {"blob": "x" * 50_000_000, "probe": ReadProbe([1])}
+
+        with pytest.raises(InvalidContextError) as caught:
+            UserExecutionContext(**VALID, metadata=metadata)
+
+        assert "metadata" == caught.value.field
+        assert 0 == ReadProbe.reads
+        ctx = UserExecutionContext(**VALID, metadata={"probe": ReadProbe([1])})
+        assert [1] == ctx.metadata["probe"]
+        assert 1 <= ReadProbe.reads
+
+    def test_too_deep_metadata_is_refused(self) -> None:
+        """Metadata nested deeper than 32 levels is refused, naming the depth."""
+        with pytest.raises(InvalidContextError) as caught:
+            UserExecutionContext(**VALID, metadata=nested(DEFAULT_MAX_METADATA_DEPTH + 1))
+
+        assert "metadata" == caught.value.field
+        assert "at most 32 levels" in str(caught.value)
+
+    def test_very_deep_metadata_is_refused_without_a_recursion_error(self) -> None:
+        """Metadata nested 100,000 levels deep is refused by its depth."""
+        value: list[Any] = []
+        for _ in range(100_000):
+            value = [value]
+
+        with pytest.raises(InvalidContextError) as caught:
+            UserExecutionContext(**VALID, metadata={"deep": value})
+
+        assert "at most 32 levels" in str(caught.value)
+
+    def test_metadata_that_contains_itself_is_refused(self) -> None:
+        """A cycle is refused as such."""
+        loop: dict[str, Any] = {}
+        loop["self"] = loop
+
+        with pytest.raises(InvalidContextError) as caught:
+            UserExecutionContext(**VALID, metadata={"loop": loop})
+
+        assert "must not contain itself" in str(caught.value)
+
+    def test_shared_but_acyclic_metadata_is_accepted(self) -> None:
+        """The same list twice is not a cycle."""
+        shared = [1, 2]
+
+        ctx = UserExecutionContext(**VALID, metadata={"a": shared, "b": shared})
+
+        assert {"a": [1, 2], "b": [1, 2]} == dict(ctx.metadata)
+
+    @pytest.mark.usefixtures("restore_limits")
+    def test_limits_can_be_changed(self) -> None:
+        """set_metadata_limits changes the limits of contexts built afterwards and returns
+        the previous ones."""
+        previous = set_metadata_limits(max_bytes=20, max_depth=2)
+
+        assert MetadataLimits(65536, 32) == previous
+        assert MetadataLimits(20, 2) == metadata_limits()
+        UserExecutionContext(**VALID, metadata={"a": {"b": 1}})
+        with pytest.raises(InvalidContextError, match="at most 2 levels"):
+            UserExecutionContext(**VALID, metadata={"a": {"b": {"c": 1}}})
+        with pytest.raises(InvalidContextError, match="at most 20 bytes"):
+            UserExecutionContext(**VALID, metadata={"a": "x" * 20})
+
+    @pytest.mark.usefixtures("restore_limits")
+    def test_none_keeps_a_limit(self) -> None:
+        """Passing only one limit leaves the other unchanged."""
+        set_metadata_limits(max_depth=4)
+
+        assert MetadataLimits(DEFAULT_MAX_METADATA_BYTES, 4) == metadata_limits()
+
+    @pytest.mark.parametrize("value", [0, -1, 1.5, "64", True])
+    @pytest.mark.usefixtures("restore_limits")
+    def test_bad_limits_are_refused_by_name(self, value: object) -> None:
+        """A limit that is not a positive integer raises InvalidSettingError naming it."""
+        with pytest.raises(InvalidSettingError) as caught:
+            set_metadata_limits(max_bytes=value)  # type: ignore[arg-type]
+
+        assert "max_bytes" == caught.value.field
+        assert MetadataLimits(65536, 32) == metadata_limits()

@@ -196,6 +196,44 @@ class TestConcurrency:
         assert waiters[1].cancelled()
 
     @pytest.mark.asyncio
+    async def test_a_cancelled_creator_does_not_cancel_the_others(self, journal: Journal) -> None:
+        """When the task running the shared creation is cancelled, the other resolves are
+        not: they create the instance again, once, and get it."""
+        attempts = 0
+
+        async def make() -> Resource:
+            nonlocal attempts
+            attempts += 1
+            await asyncio.sleep(0.02)
+            return journal.make("shared")
+
+        provider = Scoped(make)
+        async with scope("u1"):
+            waiters = [asyncio.create_task(_await(provider)) for _ in range(3)]
+            await asyncio.sleep(0)
+            waiters[0].cancel()  # the first to run drives the creation
+            survivors = await asyncio.gather(waiters[1], waiters[2])
+            again = await provider()
+        assert waiters[0].cancelled()
+        assert ["shared", "shared"] == [r.name for r in survivors]
+        assert (2, 1) == (attempts, journal.created)
+        assert again is survivors[0]
+
+    @pytest.mark.asyncio
+    async def test_a_creation_that_never_suspends_needs_no_task(self, journal: Journal) -> None:
+        """An async creation that does not suspend runs in the resolving task itself."""
+        tasks: list[asyncio.Task[Any] | None] = []
+
+        async def make() -> Resource:
+            tasks.append(asyncio.current_task())
+            return journal.make("inline")
+
+        provider = Scoped(make)
+        async with scope("u1"):
+            assert "inline" == (await provider()).name
+        assert [asyncio.current_task()] == tasks
+
+    @pytest.mark.asyncio
     async def test_tasks_spawned_in_a_scope_share_it(self, journal: Journal) -> None:
         """A task created inside a scope resolves the scope's instance."""
         provider = Scoped(journal.make, "db")

@@ -50,7 +50,40 @@ placeholder = st.builds(
     st.sampled_from(sorted(PLACEHOLDER_IDS)),
     st.lists(st.booleans(), max_size=20),
 )
-bad_id = st.one_of(wrong_types, blank, with_control, oversize, padded, placeholder)
+INVISIBLE = [
+    "\u200b",  # zero-width space
+    "\u200d",  # zero-width joiner
+    "\u2060",  # word joiner
+    "\u00ad",  # soft hyphen
+    "\u202a",  # left-to-right embedding
+    "\u202e",  # right-to-left override
+    "\u2066",  # left-to-right isolate
+    "\u2069",  # pop directional isolate
+    "\ufeff",  # byte order mark
+    "\ud800",  # lone surrogate
+    "\udfff",  # lone surrogate
+    "\ue000",  # private use
+    "\U0010fffd",  # supplementary private use
+    "\u0378",  # unassigned
+    "\U000e0001",  # language tag
+    "\u3164",  # Hangul filler: a letter that prints blank
+]
+with_invisible = st.builds(
+    lambda a, c, b: a + c + b, SAFE | st.just(""), st.sampled_from(INVISIBLE), SAFE | st.just("")
+)
+fullwidth_placeholder = st.sampled_from(sorted(PLACEHOLDER_IDS)).map(
+    lambda word: "".join(chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch for ch in word)
+)
+bad_id = st.one_of(
+    wrong_types,
+    blank,
+    with_control,
+    oversize,
+    padded,
+    placeholder,
+    with_invisible,
+    fullwidth_placeholder,
+)
 
 
 def _lock() -> object:
@@ -59,6 +92,13 @@ def _lock() -> object:
 
 def _generator() -> object:
     return (n for n in range(3))
+
+
+def _nested(levels: int) -> object:
+    value: object = "leaf"
+    for _ in range(levels):
+        value = {"k": value}
+    return value
 
 
 uncopyable_or_unserialisable = st.sampled_from(
@@ -84,6 +124,9 @@ bad_metadata = st.one_of(
     st.builds(lambda key, value: {key: value}, SAFE, uncopyable_or_unserialisable),
     st.builds(lambda key, value: {"nested": {key: [value]}}, SAFE, uncopyable_or_unserialisable),
     st.builds(lambda key: {key: "x"}, st.integers() | st.tuples(st.integers())),
+    st.builds(lambda size: {"blob": "x" * size}, st.integers(65_536, 200_000)),
+    st.builds(lambda count: {"items": list(range(count))}, st.integers(40_000, 60_000)),
+    st.builds(_nested, st.integers(33, 200)),
     st.one_of(st.lists(SAFE, max_size=2), SAFE, st.integers()),
 )
 

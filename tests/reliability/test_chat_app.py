@@ -45,8 +45,13 @@ def login(client: TestClient, name: str) -> dict[str, Any]:
     return dict(response.json())
 
 
+def auth_frame(token: str) -> str:
+    return json.dumps({"type": "auth", "token": token})
+
+
 def connect(client: TestClient, token: str) -> tuple[WebSocketTestSession, dict[str, Any]]:
-    socket = client.websocket_connect(f"/ws?token={token}").__enter__()
+    socket = client.websocket_connect("/ws").__enter__()
+    socket.send_text(auth_frame(token))
     session = socket.receive_json()
     assert "session" == session["type"]
     return socket, session
@@ -113,7 +118,7 @@ class TestTokens:
         self, client: TestClient, bob: Any, token: str
     ) -> None:
         """A missing, malformed, forged or expired token: close 1008, nobody else hurt."""
-        assert POLICY_VIOLATION == refused_with(client, f"/ws?token={token}")
+        assert POLICY_VIOLATION == refused_with(client, "/ws", auth_frame(token))
         assert_bob_unaffected(bob)
 
     def test_a_tampered_token_cannot_claim_another_user(self, client: TestClient, bob: Any) -> None:
@@ -124,7 +129,27 @@ class TestTokens:
         claims["sub"] = bob_session["user_id"]
         spliced = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
         forged = f"{version}.{spliced}.{signature}"
-        assert POLICY_VIOLATION == refused_with(client, f"/ws?token={forged}")
+        assert POLICY_VIOLATION == refused_with(client, "/ws", auth_frame(forged))
+        assert_bob_unaffected(bob)
+
+    def test_a_genuine_token_in_the_query_string_is_refused(
+        self, client: TestClient, bob: Any
+    ) -> None:
+        """``/ws?token=`` ends up in access logs: even a valid token there is closed 1008."""
+        token = login(client, "Alice")["token"]
+        assert POLICY_VIOLATION == refused_with(client, f"/ws?token={token}", auth_frame(token))
+        assert_bob_unaffected(bob)
+
+    def test_a_page_of_another_site_is_refused(self, client: TestClient, bob: Any) -> None:
+        """A cross-site Origin is closed with 1008 even with a valid token."""
+        token = login(client, "Alice")["token"]
+        headers = {"origin": "https://evil.example"}
+        with client.websocket_connect("/ws", headers=headers) as socket:
+            socket.send_text(auth_frame(token))
+            error = socket.receive_json()
+            with pytest.raises(WebSocketDisconnect) as closed:
+                socket.receive_json()
+        assert ("origin_not_allowed", POLICY_VIOLATION) == (error["code"], closed.value.code)
         assert_bob_unaffected(bob)
 
     @pytest.mark.parametrize(
@@ -140,7 +165,7 @@ class TestTokens:
     def test_a_bad_first_frame_is_closed_with_policy_violation(
         self, client: TestClient, bob: Any, frame: str
     ) -> None:
-        """Without a query token, a first frame that is not a valid auth frame: 1008."""
+        """A first frame that is not a valid auth frame: 1008."""
         assert POLICY_VIOLATION == refused_with(client, "/ws", frame)
         assert_bob_unaffected(bob)
 
@@ -174,6 +199,8 @@ class TestFrames:
             (json.dumps({"type": "message"}), "invalid_message"),
             (json.dumps({"type": "message", "text": "   "}), "invalid_message"),
             (json.dumps({"type": "message", "text": ["hi"]}), "invalid_message"),
+            (json.dumps({"type": "message", "text": "hi", "thread_id": ["x"]}), "invalid_message"),
+            (json.dumps({"type": ["message"], "text": "hi"}), "invalid_message"),
         ],
     )
     def test_a_bad_frame_is_an_error_event_and_the_socket_stays_usable(
