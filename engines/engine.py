@@ -146,8 +146,8 @@ class UserExecutionEngine:
         timeout, the engine closing or a cancelled caller; ``data.reason`` says which).
         An agent's exception, a timeout, or the engine closing give a failed result; the
         engine stays usable after a failed run. Cancelling the caller cancels the run and
-        propagates. ``timeout`` is a positive number of
-        seconds; ``inf`` means no deadline, ``None`` the engine's ``agent_timeout_seconds``.
+        propagates. ``timeout`` is a positive number of seconds; ``inf`` means no deadline,
+        ``None`` the engine's ``agent_timeout_seconds``.
         """
         seconds = check_timeout(timeout)
         run = self._start_run(agent_name, message)

@@ -22,7 +22,7 @@ from enginescope.engines import (
 )
 from enginescope.engines.testing import RecordingBridge, demo_agent, word_statistics
 
-from tests.conftest import FakeClock
+from tests.support import FakeClock
 
 
 async def noop_agent(run: AgentRun) -> str:

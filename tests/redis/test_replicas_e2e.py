@@ -104,9 +104,11 @@ async def send_message(socket: ClientConnection, text: str) -> None:
 
 
 def by_run(events: list[Event]) -> dict[str, list[str]]:
+    """Each run's event types, but its streamed text (agent_text_delta)."""
     runs: dict[str, list[str]] = {}
     for event in events:
-        runs.setdefault(event["run_id"], []).append(event["type"])
+        if event["type"] != "agent_text_delta":
+            runs.setdefault(event["run_id"], []).append(event["type"])
     return runs
 
 
