@@ -303,12 +303,10 @@ class WebSocketGateway:
 
     async def _accept_message(self, session: Session, data: Mapping[str, Any]) -> None:
         text = data.get("text")
-        thread_id = data.get("thread_id")
-        if thread_id is None:  # absent or null: the socket's own thread
-            thread_id = session.thread_id
+        thread_id = data.get("thread_id", session.thread_id)
         if not isinstance(text, str) or not text.strip():
             await session.send_error("invalid_message", "A message needs a non-empty 'text'.")
-        elif not isinstance(thread_id, str):
+        elif isinstance(thread_id, list | dict):
             await session.send_error(
                 "invalid_message", "A message's 'thread_id' is a string issued to you, or absent."
             )
@@ -320,7 +318,7 @@ class WebSocketGateway:
             await session.send_error("shutting_down", "The server is shutting down.")
         else:
             run_id = new_run_id()
-            session.start(self._run(session, thread_id, text, run_id), run_id)
+            session.start(self._run(session, str(thread_id), text, run_id), run_id)
 
     async def _cancel(self, session: Session, run_id: object) -> None:
         if not isinstance(run_id, str) or not session.cancel(run_id):
