@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ._admission import SlotAdmission
 from ._lifecycle import BackgroundLoop, Backoff, check_positive
+from ._registry import EngineRegistry
 from .agents import AgentRegistry
 from .bridge import require_bridge
 from .context import UserExecutionContext, validate_user_context
@@ -22,9 +23,8 @@ from .errors import (
     FactoryCapacityError,
     FactoryConfigError,
     FactoryShutdownError,
-    UserEngineLimitError,
 )
-from .slots import ImmediateSlotLedger, InMemorySlotLedger, SlotLedger
+from .slots import InMemorySlotLedger, SlotLedger
 
 if TYPE_CHECKING:
     from .bridge import WebSocketBridge
@@ -50,13 +50,6 @@ DEFAULT_MAX_ENGINES = 10_000
 
 def _positive(name: str, value: float, *, integer: bool = False) -> None:
     check_positive(name, value, integer=integer, error=FactoryConfigError)
-
-
-def _immediate(ledger: SlotLedger) -> ImmediateSlotLedger | None:
-    """``ledger`` if it says it answers synchronously (see :class:`SlotLedger`)."""
-    if getattr(ledger, "immediate", False) is True and isinstance(ledger, ImmediateSlotLedger):
-        return ledger
-    return None
 
 
 class ExecutionEngineFactory:
@@ -109,14 +102,12 @@ class ExecutionEngineFactory:
         self.agent_timeout_seconds = agent_timeout_seconds
         self.max_concurrent_runs = max_concurrent_runs
         self.slot_ledger: SlotLedger = slot_ledger or InMemorySlotLedger()
-        self._immediate_ledger = _immediate(self.slot_ledger)
         self._emitter_factory = emitter_factory
         self._engine_class = engine_class
         self._clock = clock
-        self._engines: OrderedDict[str, UserExecutionEngine] = OrderedDict()
-        self._by_user: dict[str, dict[str, UserExecutionEngine]] = {}
+        self._engines = EngineRegistry()
         self._counters = dict.fromkeys(_COUNTERS, 0)
-        self._admitting = 0
+        self._slots = SlotAdmission(self.slot_ledger, max_engines_per_user, self._counters)
         self._reaper = BackgroundLoop(
             "enginescope-reaper",
             self._sweep_after_interval,
@@ -129,8 +120,9 @@ class ExecutionEngineFactory:
 
     def __repr__(self) -> str:
         state = "shut down" if self._closing else "open"
+        engines, users = len(self._engines), self._engines.user_count
         return (
-            f"<ExecutionEngineFactory engines={len(self._engines)} users={len(self._by_user)} "
+            f"<ExecutionEngineFactory engines={engines} users={users} "
             f"limit={self.max_engines_per_user} {state}>"
         )
 
@@ -157,15 +149,15 @@ class ExecutionEngineFactory:
             raise
         self._check_capacity()
         engine_id = new_engine_id()
-        if self._immediate_ledger is not None:
-            self._take_slot_now(self._immediate_ledger, ctx.user_id, engine_id)
+        if self._slots.immediate is not None:
+            self._slots.take_now(self._slots.immediate, ctx.user_id, engine_id)
         else:
             await self._acquire_slot(ctx.user_id, engine_id)
         try:
             engine = self._build_engine(ctx, engine_id)
         except BaseException:
             self._counters["creation_errors"] += 1
-            await self._release_slot(ctx.user_id, engine_id)
+            await self._slots.give_back(ctx.user_id, engine_id)
             raise
         self._register(engine)
         self._ensure_reaper()
@@ -182,45 +174,17 @@ class ExecutionEngineFactory:
         """
         if (
             self.max_engines is not None
-            and len(self._engines) + self._admitting >= self.max_engines
+            and len(self._engines) + self._slots.admitting >= self.max_engines
         ):
             self._counters["capacity_rejections"] += 1
-            raise FactoryCapacityError(len(self._engines) + self._admitting, self.max_engines)
+            raise FactoryCapacityError(len(self._engines) + self._slots.admitting, self.max_engines)
 
     async def _acquire_slot(self, user_id: str, engine_id: str) -> None:
-        """Take ``user_id``'s slot; on any failure after asking the ledger, give it back.
-
-        A ledger may take the slot and then be interrupted (a cancelled caller, an error
-        after its write); ``release`` is idempotent, so releasing on every failure path
-        can never leak a slot nor free somebody else's.
-        """
-        self._admitting += 1
-        try:
-            await self.slot_ledger.acquire(user_id, engine_id, self.max_engines_per_user)
-        except UserEngineLimitError:
-            self._counters["user_limit_rejections"] += 1
-            raise
-        except BaseException:
-            self._counters["creation_errors"] += 1
-            await self._release_slot(user_id, engine_id)
-            raise
-        finally:
-            self._admitting -= 1
+        """Take the slot from a ledger that may suspend (see :class:`SlotAdmission`)."""
+        await self._slots.take(user_id, engine_id)
         if self._closing:  # shutdown began while a shared ledger was answering
-            await self._release_slot(user_id, engine_id)
+            await self._slots.give_back(user_id, engine_id)
             raise FactoryShutdownError
-
-    def _take_slot_now(self, ledger: ImmediateSlotLedger, user_id: str, engine_id: str) -> None:
-        """:meth:`_acquire_slot` for a ledger that answers synchronously."""
-        try:
-            ledger.acquire_nowait(user_id, engine_id, self.max_engines_per_user)
-        except UserEngineLimitError:
-            self._counters["user_limit_rejections"] += 1
-            raise
-        except BaseException:
-            self._counters["creation_errors"] += 1
-            ledger.release_nowait(user_id, engine_id)
-            raise
 
     def _build_engine(self, ctx: UserExecutionContext, engine_id: str) -> UserExecutionEngine:
         if self._emitter_factory is None:
@@ -243,11 +207,7 @@ class ExecutionEngineFactory:
         )
 
     def _register(self, engine: UserExecutionEngine) -> None:
-        self._engines[engine.engine_id] = engine
-        user = self._by_user.get(engine.context.user_id)
-        if user is None:
-            user = self._by_user[engine.context.user_id] = {}
-        user[engine.engine_id] = engine
+        self._engines.add(engine)
         self._counters["total_engines_created"] += 1
 
     # -- scopes ----------------------------------------------------------------------
@@ -271,7 +231,7 @@ class ExecutionEngineFactory:
         A failing ``engine.cleanup()`` is logged and counted in ``cleanup_errors``; the
         engine is removed and its slot returned all the same.
         """
-        if engine is None or self._engines.get(engine.engine_id) is not engine:
+        if engine is None or not self._engines.holds(engine):
             return
         try:
             await engine.cleanup()
@@ -297,20 +257,12 @@ class ExecutionEngineFactory:
             if getattr(engine.websocket_emitter, "is_closed", False) is not True:
                 await self._silence(engine)
         finally:
-            if self._immediate_ledger is not None:
-                self._immediate_ledger.release_nowait(engine.context.user_id, engine.engine_id)
-            else:
-                await self._release_slot(engine.context.user_id, engine.engine_id)
+            await self._slots.give_back(engine.context.user_id, engine.engine_id)
 
     def _deregister(self, engine: UserExecutionEngine) -> bool:
-        """Drop ``engine`` from the registry and the user's index; ``False`` if absent."""
-        if self._engines.pop(engine.engine_id, None) is None:
+        """Drop ``engine`` from the registry and count it cleaned; ``False`` if absent."""
+        if not self._engines.remove(engine):
             return False
-        user_id = engine.context.user_id
-        user = self._by_user[user_id]
-        del user[engine.engine_id]
-        if not user:
-            del self._by_user[user_id]
         self._counters["total_engines_cleaned"] += 1
         return True
 
@@ -327,21 +279,9 @@ class ExecutionEngineFactory:
                 extra={"engine_id": engine.engine_id, "user_id": engine.context.user_id},
             )
 
-    async def _release_slot(self, user_id: str, slot_id: str) -> None:
-        """Give a slot back; shielded, so a caller cancelled while a shared ledger answers
-        does not leave the slot taken by an engine that is already unregistered.
-
-        A ledger that answers without suspending (``immediate``) needs no shield (and no
-        task): its slot is released synchronously.
-        """
-        if self._immediate_ledger is not None:
-            self._immediate_ledger.release_nowait(user_id, slot_id)
-            return
-        await asyncio.shield(self.slot_ledger.release(user_id, slot_id))
-
     async def cleanup_user_context(self, user_id: str) -> int:
         """Close every engine of ``user_id``; returns how many were closed."""
-        engines = tuple(self._by_user.get(user_id, {}).values())
+        engines = self._engines.for_user(user_id)
         for engine in engines:
             await self.cleanup_engine(engine)
         return len(engines)
@@ -369,7 +309,7 @@ class ExecutionEngineFactory:
         deadline = self._clock() - self.engine_timeout_seconds
         reaped = 0
         while self._engines:
-            engine = next(iter(self._engines.values()))
+            engine = self._engines.oldest()
             if engine.is_active() and engine.created_monotonic > deadline:
                 break
             if engine.is_active():
@@ -385,7 +325,7 @@ class ExecutionEngineFactory:
         metrics: dict[str, Any] = {
             **self._counters,
             "active_engines_count": len(self._engines),
-            "active_users_count": len(self._by_user),
+            "active_users_count": self._engines.user_count,
             "max_engines_per_user": self.max_engines_per_user,
             "engine_timeout_seconds": self.engine_timeout_seconds,
             "cleanup_interval": self.cleanup_interval_seconds,
@@ -395,34 +335,20 @@ class ExecutionEngineFactory:
             "timestamp": datetime.now(UTC).isoformat(),
         }
         if include_keys:
-            metrics["active_engine_keys"] = list(self._engines)
+            metrics["active_engine_keys"] = self._engines.keys()
         return metrics
 
     def get_active_engines_summary(self) -> dict[str, Any]:
         """Per-engine stats; an engine whose stats fail is reported, not fatal."""
-        engines: dict[str, Any] = {}
-        for engine_id, engine in self._engines.items():
-            try:
-                engines[engine_id] = engine.get_user_execution_stats()
-            except Exception as exc:  # noqa: BLE001 - one bad engine must not hide the rest
-                engines[engine_id] = {
-                    "engine_id": engine_id,
-                    "user_id": engine.context.user_id,
-                    "error": f"{type(exc).__name__}: {exc}",
-                }
-        return {
-            "total_active_engines": len(self._engines),
-            "active_users": len(self._by_user),
-            "engines": engines,
-        }
+        return self._engines.summary()
 
     def get_active_contexts(self) -> dict[str, int]:
         """``{user_id: active engine count}``."""
-        return {user_id: len(engines) for user_id, engines in self._by_user.items()}
+        return self._engines.counts()
 
     def engines_for_user(self, user_id: str) -> tuple[UserExecutionEngine, ...]:
         """The active engines of ``user_id``, oldest first."""
-        return tuple(self._by_user.get(user_id, {}).values())
+        return self._engines.for_user(user_id)
 
     # -- shutdown --------------------------------------------------------------------
 
@@ -455,7 +381,7 @@ class ExecutionEngineFactory:
         await self._reaper.aclose()
 
     async def _close_all_engines(self) -> None:
-        engines = tuple(self._engines.values())
+        engines = self._engines.all()
         if not engines:
             return
         tasks = [asyncio.create_task(self.cleanup_engine(engine)) for engine in engines]
@@ -469,5 +395,5 @@ class ExecutionEngineFactory:
                 "engines did not finish cleanup within the shutdown deadline",
                 extra={"engines": len(pending), "timeout": self.shutdown_timeout_seconds},
             )
-        for engine in tuple(self._engines.values()):  # whatever a cancelled cleanup left
+        for engine in self._engines.all():  # whatever a cancelled cleanup left
             await self._on_engine_closed(engine)
