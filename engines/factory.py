@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -48,8 +49,7 @@ _COUNTERS = (
 DEFAULT_MAX_ENGINES = 10_000
 
 
-def _positive(name: str, value: float, *, integer: bool = False) -> None:
-    check_positive(name, value, integer=integer, error=FactoryConfigError)
+_positive = functools.partial(check_positive, error=FactoryConfigError)
 
 
 class ExecutionEngineFactory:
@@ -163,8 +163,7 @@ class ExecutionEngineFactory:
         self._ensure_reaper()
         return engine
 
-    create_execution_engine = create_for_user
-    """Compatibility name for :meth:`create_for_user`."""
+    create_execution_engine = create_for_user  # the compatibility name
 
     def _check_capacity(self) -> None:
         """Refuse a new engine when the factory already holds ``max_engines``.
@@ -257,7 +256,10 @@ class ExecutionEngineFactory:
             if getattr(engine.websocket_emitter, "is_closed", False) is not True:
                 await self._silence(engine)
         finally:
-            await self._slots.give_back(engine.context.user_id, engine.engine_id)
+            if self._slots.immediate is not None:  # no coroutine for an in-memory slot
+                self._slots.immediate.release_nowait(engine.context.user_id, engine.engine_id)
+            else:
+                await self._slots.give_back(engine.context.user_id, engine.engine_id)
 
     def _deregister(self, engine: UserExecutionEngine) -> bool:
         """Drop ``engine`` from the registry and count it cleaned; ``False`` if absent."""
@@ -374,8 +376,7 @@ class ExecutionEngineFactory:
         finally:
             done.set()
 
-    cleanup_all_contexts = shutdown
-    """Compatibility name for :meth:`shutdown`."""
+    cleanup_all_contexts = shutdown  # the compatibility name
 
     async def _stop_reaper(self) -> None:
         await self._reaper.aclose()
