@@ -6,7 +6,7 @@ import asyncio
 
 from enginescope.engines import AgentRun
 
-__all__ = ["FakeClock", "Gate"]
+__all__ = ["FakeClock", "Gate", "Stubborn"]
 
 
 class FakeClock:
@@ -38,3 +38,19 @@ class Gate:
             self.cancelled = True
             raise
         return "released"
+
+
+class Stubborn:
+    """An agent that ignores the first cancellation, to test shutdown deadlines."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, run: AgentRun) -> None:
+        self.started.set()
+        while not self.release.is_set():
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                continue

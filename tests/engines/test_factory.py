@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from enginescope.engines import (
     AgentRegistry,
-    AgentRun,
     ExecutionEngineFactory,
     ExecutionEngineFactoryError,
     FactoryShutdownError,
@@ -23,7 +22,7 @@ from enginescope.engines.testing import RecordingBridge, demo_agent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import Gate
+from tests.support import Gate, Stubborn
 
 MakeContext = Callable[..., UserExecutionContext]
 
@@ -42,22 +41,6 @@ def assert_consistent(factory: ExecutionEngineFactory) -> None:
         assert count <= factory.max_engines_per_user
         assert count == factory.slot_ledger.count(user_id)  # type: ignore[attr-defined]
     assert sum(per_user.values()) == factory.slot_ledger.total()  # type: ignore[attr-defined]
-
-
-class Stubborn:
-    """An agent that ignores the first cancellation, to test shutdown deadlines."""
-
-    def __init__(self) -> None:
-        self.started = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def __call__(self, run: AgentRun) -> None:
-        self.started.set()
-        while not self.release.is_set():
-            try:
-                await self.release.wait()
-            except asyncio.CancelledError:
-                continue
 
 
 class TestInitialization:

@@ -23,6 +23,8 @@ from enginescope.engines import (
 )
 from enginescope.engines.testing import FakeSocket, RecordingBridge
 
+from tests.support import Stubborn
+
 
 def ctx(user_id: str) -> UserExecutionContext:
     return UserExecutionContext(user_id=user_id, thread_id="t-1", run_id="r-1")
@@ -87,20 +89,11 @@ class TestLedgerThatSuspendsAfterTakingTheSlot:
         await factory.shutdown()
 
 
-class Swallower:
-    """An agent that swallows every cancellation, then speaks once it is let go."""
+class Swallower(Stubborn):
+    """A stubborn agent that, once let go, still speaks after its engine was removed."""
 
-    def __init__(self) -> None:
-        self.started = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def __call__(self, run: AgentRun) -> str:
-        self.started.set()
-        while not self.release.is_set():
-            try:
-                await self.release.wait()
-            except asyncio.CancelledError:
-                continue
+    async def __call__(self, run: AgentRun) -> str:  # type: ignore[override]
+        await super().__call__(run)
         await run.think("still here after my engine was removed")
         return "late result"
 
