@@ -16,6 +16,7 @@ from enginescope.engines import (
     UserExecutionContext,
     UserExecutionEngine,
     WebSocketBridge,
+    set_metadata_limits,
 )
 from enginescope.engines.testing import DEMO_AGENT_NAME, demo_agent
 
@@ -111,7 +112,12 @@ async def open_engine_factory(
 
     The container starts it through a ``FactoryResource``, which refuses captive
     dependencies over the whole application container first.
+    The metadata limits of ``UserExecutionContext`` are process-wide; the settings' are
+    applied here.
     """
+    set_metadata_limits(
+        max_bytes=settings.max_metadata_bytes, max_depth=settings.max_metadata_depth
+    )
     factory = ExecutionEngineFactory(
         websocket_bridge,
         database_session_manager=database_session_manager,

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from enginescope.engines.context import DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_METADATA_DEPTH
 from enginescope.engines.engine import DEFAULT_MAX_CONCURRENT_RUNS
+from enginescope.engines.factory import DEFAULT_MAX_ENGINES
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -28,6 +30,9 @@ class EngineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ENGINESCOPE_", frozen=True)
 
     max_engines_per_user: int = Field(default=2, gt=0)
+    max_engines: int | None = Field(default=DEFAULT_MAX_ENGINES, gt=0)
+    max_metadata_bytes: int = Field(default=DEFAULT_MAX_METADATA_BYTES, gt=0)
+    max_metadata_depth: int = Field(default=DEFAULT_MAX_METADATA_DEPTH, gt=0)
     engine_timeout_seconds: float = Field(default=300, gt=0)
     cleanup_interval_seconds: float = Field(default=60, gt=0)
     shutdown_timeout_seconds: float = Field(default=10, gt=0)
@@ -52,6 +57,7 @@ class EngineSettings(BaseSettings):
         """The keyword arguments of ``ExecutionEngineFactory`` these settings fix."""
         return {
             "max_engines_per_user": self.max_engines_per_user,
+            "max_engines": self.max_engines,
             "engine_timeout_seconds": self.engine_timeout_seconds,
             "cleanup_interval_seconds": self.cleanup_interval_seconds,
             "shutdown_timeout_seconds": self.shutdown_timeout_seconds,

@@ -215,7 +215,7 @@ class TestGivenToAContainer:
             ({"max_engines_per_user": 0}, "max_engines_per_user"),
             ({"engine_timeout_seconds": "soon"}, "engine_timeout_seconds"),
             ({"backend": "postgres"}, "backend"),
-            ({"max_engines": 3}, "max_engines"),
+            ({"max_engine_count": 3}, "max_engine_count"),
         ],
         ids=["out-of-range", "not-a-number", "unknown-backend", "unknown-field"],
     )
@@ -239,3 +239,43 @@ class TestGivenToAContainer:
             as_engine_settings(None)
 
         assert "settings" == caught.value.field
+
+
+class TestCaps:
+    async def test_the_engine_cap_and_metadata_limits_reach_the_engines(self) -> None:
+        """ENGINESCOPE_MAX_ENGINES caps the factory; the metadata limits bound every context
+        built once the factory has started."""
+        from enginescope.engines import (  # noqa: PLC0415 - the names this test is about
+            FactoryCapacityError,
+            InvalidContextError,
+            UserExecutionContext,
+            metadata_limits,
+            set_metadata_limits,
+        )
+
+        previous = metadata_limits()
+        container = EngineContainer(
+            settings=EngineSettings(max_engines=1, max_metadata_bytes=64, max_metadata_depth=2)
+        )
+        await container.init_resources()
+        try:
+            factory = await container.engine_factory()
+            assert (1, 64, 2) == (
+                factory.max_engines,
+                metadata_limits().max_bytes,
+                metadata_limits().max_depth,
+            )
+            with pytest.raises(InvalidContextError, match="metadata"):
+                UserExecutionContext(
+                    user_id="u", thread_id="t", run_id="r", metadata={"x": "y" * 99}
+                )
+            await factory.create_for_user(
+                UserExecutionContext(user_id="a", thread_id="t", run_id="r")
+            )
+            with pytest.raises(FactoryCapacityError):
+                await factory.create_for_user(
+                    UserExecutionContext(user_id="b", thread_id="t", run_id="r")
+                )
+        finally:
+            await container.shutdown_resources()
+            set_metadata_limits(max_bytes=previous.max_bytes, max_depth=previous.max_depth)
