@@ -31,6 +31,7 @@ from enginescope.engines import (
     ExecutionEngineFactory,
     UserExecutionContext,
     UserExecutionEngine,
+    inline_tool,
 )
 
 USERS = 1000
@@ -52,6 +53,7 @@ async def five_event_agent(run: AgentRun) -> str:
     return f"You said: {echoed}"
 
 
+@inline_tool  # trivial: a worker thread would cost more than the call
 def _echo(text: str) -> str:
     return text
 
