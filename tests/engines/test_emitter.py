@@ -20,6 +20,7 @@ from enginescope.engines.bridge import (
 )
 from enginescope.engines.emitter import EVENT_TYPES, UserWebSocketEmitter, sanitize
 from enginescope.engines.errors import InvalidContextError, InvalidEventSettingError
+from enginescope.engines.sanitize import TOKEN_COUNT_KEYS
 from enginescope.engines.testing import FakeSocket, RecordingBridge
 from enginescope.errors import EngineScopeError
 from hypothesis import given, settings
@@ -52,8 +53,11 @@ TOKEN_COUNTS = ("max_tokens", "maxOutputTokens", "total_tokens", "prompt_tokens"
 
 
 def is_secret_key(key: str) -> bool:
+    """The oracle: a key naming a secret word is secret, unless it is one of the documented
+    LLM token counts (the library's exempt names: policy, not detection)."""
     normal = re.sub(r"[^0-9a-z]+", "", key.lower())
     exempt = {re.sub(r"[^0-9a-z]+", "", count.lower()) for count in TOKEN_COUNTS}
+    exempt |= TOKEN_COUNT_KEYS
     return normal not in exempt and any(word in normal for word in SECRET_WORDS)
 
 
