@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import logging
 import socket
 import sys
@@ -133,7 +134,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     sock = bind(args.host, args.port)
     port = sock.getsockname()[1]
     print(f"enginescope chat: open http://{args.host}:{port}/", flush=True)
+    tune_garbage_collector()
     ChatServer(config, container).run(sockets=[sock])
+
+
+def tune_garbage_collector() -> None:
+    """Move what startup made out of the collector's way and collect young objects less
+    often: a server holding many live engines and runs spends less time in the collector
+    (measured on the fan-out of 10,000 runs: +10% events/s with the freeze, +36% with both;
+    see the README's performance section)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 if __name__ == "__main__":
