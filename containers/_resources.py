@@ -134,12 +134,35 @@ async def open_engine_factory(
         logger.debug("engine factory shut down", extra={"factory": factory})
 
 
-async def open_user_engine(
+class UserEngineLease:
+    """The engine of one user scope: created through the factory on entry, cleaned up
+    through it on exit; ``exit_now`` lets the scope clean up without awaiting when the
+    factory can (no run in progress, the in-memory backend), so no task is needed."""
+
+    __slots__ = ("_context", "_engine", "_factory")
+
+    def __init__(self, factory: ExecutionEngineFactory, context: UserExecutionContext) -> None:
+        self._factory = factory
+        self._context = context
+        self._engine: UserExecutionEngine | None = None
+
+    def __repr__(self) -> str:
+        return f"<UserEngineLease engine={self._engine!r}>"
+
+    async def __aenter__(self) -> UserExecutionEngine:
+        self._engine = await self._factory.create_for_user(self._context)
+        return self._engine
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._factory.cleanup_engine(self._engine)
+
+    def exit_now(self, exc: BaseException | None) -> bool:
+        """Clean the engine up now if the factory can without awaiting."""
+        return self._factory.cleanup_engine_now(self._engine)
+
+
+def open_user_engine(
     factory: ExecutionEngineFactory, context: UserExecutionContext
-) -> AsyncIterator[UserExecutionEngine]:
-    """Yield an engine for ``context`` from ``factory``; clean it up through the factory."""
-    engine = await factory.create_for_user(context)
-    try:
-        yield engine
-    finally:
-        await factory.cleanup_engine(engine)
+) -> UserEngineLease:
+    """The engine for ``context`` from ``factory``, cleaned up through the factory."""
+    return UserEngineLease(factory, context)

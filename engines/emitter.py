@@ -326,6 +326,10 @@ class UserWebSocketEmitter:
     async def close(self) -> None:
         """Stop sending; later ``notify_*`` calls send nothing and return 0. Text still
         waiting is dropped. Idempotent."""
+        self.close_now()
+
+    def close_now(self) -> None:
+        """:meth:`close`, synchronously (closing an emitter never waits)."""
         self._closed = True
         if self._pending is not None:
             self._pending.clear()

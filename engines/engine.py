@@ -259,6 +259,22 @@ class UserExecutionEngine:
     aclose = cleanup
     """The same as :meth:`cleanup`."""
 
+    def close_now(self) -> bool:
+        """:meth:`cleanup` without awaiting, when it can finish at once: no run in progress
+        and an emitter that closes synchronously. Returns ``False`` (having done nothing)
+        when :meth:`cleanup` must be awaited instead. Does not call ``on_closed``: it is for
+        the owner that would be told (the factory), which deregisters the engine itself."""
+        close = getattr(self.websocket_emitter, "close_now", None)
+        if self._cleanup is not None or self._runs or not callable(close):
+            return False
+        self._cleanup = cleanup = _Cleanup()
+        self._active = False
+        try:
+            close()
+        finally:
+            cleanup.finish()
+        return True
+
     @property
     def closed(self) -> bool:
         """Whether :meth:`cleanup` has finished."""

@@ -166,11 +166,7 @@ class ExecutionEngineFactory:
     create_execution_engine = create_for_user  # the compatibility name
 
     def _check_capacity(self) -> None:
-        """Refuse a new engine when the factory already holds ``max_engines``.
-
-        Counted with the slots being taken right now, so concurrent creators cannot
-        overshoot the cap while a shared ledger answers.
-        """
+        """Refuse a new engine at ``max_engines`` (slots being taken count: no overshoot)."""
         if (
             self.max_engines is not None
             and len(self._engines) + self._slots.admitting >= self.max_engines
@@ -243,13 +239,20 @@ class ExecutionEngineFactory:
         finally:
             await self._on_engine_closed(engine)
 
-    async def _on_engine_closed(self, engine: UserExecutionEngine) -> None:
-        """Remove ``engine``, silence it and give its slot back; a no-op if already gone.
+    def cleanup_engine_now(self, engine: UserExecutionEngine | None) -> bool:
+        """:meth:`cleanup_engine` without awaiting when nothing would wait (no run in
+        progress, an in-memory ledger); ``False``, having done nothing, otherwise."""
+        if engine is None or not self._engines.holds(engine):
+            return True
+        if self._slots.immediate is None or not engine.close_now():
+            return False
+        self._deregister(engine)
+        self._slots.immediate.release_nowait(engine.context.user_id, engine.engine_id)
+        return True
 
-        The emitter is closed here too: an engine whose cleanup was cut short (the shutdown
-        deadline) may still have a run that swallowed its cancellation, and a removed
-        engine must reach nobody.
-        """
+    async def _on_engine_closed(self, engine: UserExecutionEngine) -> None:
+        """Remove ``engine``, close its emitter (a removed engine reaches nobody, even a
+        run that swallowed its cancellation) and give its slot back; idempotent."""
         if not self._deregister(engine):
             return
         try:
@@ -270,8 +273,7 @@ class ExecutionEngineFactory:
 
     @staticmethod
     async def _silence(engine: UserExecutionEngine) -> None:
-        """Close the engine's emitter (its cleanup did not); a failure here repeats one
-        that the engine's cleanup already reported, so it is logged at DEBUG only."""
+        """Close the emitter its cleanup did not; a failure repeats one already logged."""
         try:
             await engine.websocket_emitter.close()
         except Exception:
@@ -303,11 +305,8 @@ class ExecutionEngineFactory:
         logger.error("engine reaper sweep failed; it will retry", exc_info=error)
 
     async def reap_expired(self) -> int:
-        """Close engines older than ``engine_timeout_seconds``; returns how many.
-
-        The registry is ordered by creation and every engine has the same timeout, so
-        the expired engines are exactly a prefix: the sweep costs O(expired).
-        """
+        """Close engines older than ``engine_timeout_seconds``; returns how many. They are
+        a prefix of the creation-ordered registry: the sweep costs O(expired)."""
         deadline = self._clock() - self.engine_timeout_seconds
         reaped = 0
         while self._engines:

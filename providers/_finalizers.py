@@ -23,6 +23,11 @@ class Finalizer(Protocol):
 
     async def release(self, exc: BaseException | None) -> None: ...
 
+    def release_now(self, exc: BaseException | None) -> bool:
+        """An async finalizer's release done synchronously when it needs no awaiting right
+        now; ``True`` if released, ``False`` if nothing was done (``release`` is awaited)."""
+        ...
+
 
 def _exc_info(exc: BaseException | None) -> tuple[Any, Any, Any]:
     return (None, None, None) if exc is None else (type(exc), exc, exc.__traceback__)
@@ -49,6 +54,10 @@ class _GeneratorFinalizer:
             return
         raise _didnt_stop(self.owner)
 
+    def release_now(self, exc: BaseException | None) -> bool:
+        self.release_sync(exc)
+        return True
+
     async def release(self, exc: BaseException | None) -> None:
         self.release_sync(exc)
 
@@ -61,6 +70,9 @@ class _AsyncGeneratorFinalizer:
 
     def release_sync(self, exc: BaseException | None) -> None:
         raise NotImplementedError
+
+    def release_now(self, exc: BaseException | None) -> bool:
+        return False
 
     async def release(self, exc: BaseException | None) -> None:
         try:
@@ -83,6 +95,10 @@ class _ContextManagerFinalizer:
     def release_sync(self, exc: BaseException | None) -> None:
         self.cm.__exit__(*_exc_info(exc))
 
+    def release_now(self, exc: BaseException | None) -> bool:
+        self.release_sync(exc)
+        return True
+
     async def release(self, exc: BaseException | None) -> None:
         self.release_sync(exc)
 
@@ -95,6 +111,11 @@ class _AsyncContextManagerFinalizer:
 
     def release_sync(self, exc: BaseException | None) -> None:
         raise NotImplementedError
+
+    def release_now(self, exc: BaseException | None) -> bool:
+        """Ask the context manager's ``exit_now(exc)`` (if it has one) to exit at once."""
+        exit_now = getattr(self.cm, "exit_now", None)
+        return callable(exit_now) and exit_now(exc) is True
 
     async def release(self, exc: BaseException | None) -> None:
         await self.cm.__aexit__(*_exc_info(exc))

@@ -12,7 +12,14 @@ from enginescope.providers._eager import start_eagerly
 from enginescope.providers._finalizers import Finalizer
 from enginescope.providers.errors import ScopeTeardownError, ScopeUsageError
 
-__all__ = ["Outcome", "raise_outcome", "run_shielded", "teardown_async", "teardown_sync"]
+__all__ = [
+    "Outcome",
+    "raise_outcome",
+    "release_ready",
+    "run_shielded",
+    "teardown_async",
+    "teardown_sync",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +30,13 @@ class Outcome:
     def __init__(self) -> None:
         self.failures: list[Exception] = []
         self.fatal: BaseException | None = None
+
+    def merge(self, later: Outcome) -> Outcome:
+        """This outcome followed by ``later``'s (the first fatal interruption wins)."""
+        self.failures.extend(later.failures)
+        if self.fatal is None:
+            self.fatal = later.fatal
+        return self
 
     def record(self, error: BaseException) -> None:
         if isinstance(error, Exception):
@@ -56,6 +70,18 @@ def teardown_sync(
         except BaseException as error:  # noqa: BLE001 - every finalizer must run; re-raised later
             outcome.record(error)
     return outcome
+
+
+def release_ready(finalizers: list[Finalizer], exc: BaseException | None, outcome: Outcome) -> None:
+    """Release, newest first, the finalizers that can finish without awaiting, and stop at
+    the first that cannot: it and the older ones are left for :func:`teardown_async`."""
+    while finalizers:
+        try:
+            if not finalizers[-1].release_now(exc):
+                return
+        except BaseException as error:  # noqa: BLE001 - every finalizer must run; re-raised later
+            outcome.record(error)
+        finalizers.pop()
 
 
 async def teardown_async(

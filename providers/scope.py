@@ -17,6 +17,7 @@ from enginescope.providers._finalizers import Finalizer
 from enginescope.providers._teardown import (
     Outcome,
     raise_outcome,
+    release_ready,
     run_shielded,
     teardown_async,
     teardown_sync,
@@ -140,13 +141,20 @@ class Scope:
         return outcome
 
     async def _exit_async(self, exc: BaseException | None) -> Outcome:
-        if not self._pending and not any(f.is_async for f in self._finalizers):
-            return self._exit_sync(exc)  # nothing to await, so nothing can be interrupted
+        """Release what can be released at once in this task; only what must be awaited
+        goes to the shielded teardown (a task), newest first all the same."""
         self._close()
+        outcome = Outcome()
+        if not self._pending:
+            release_ready(self._finalizers, exc, outcome)
+        if not self._pending and not self._finalizers:
+            self._torn_down = True  # nothing was awaited, so nothing could be interrupted
+            return outcome
         try:
-            return await run_shielded(lambda: teardown_async(self._finalizers, self._pending, exc))
+            rest = await run_shielded(lambda: teardown_async(self._finalizers, self._pending, exc))
         finally:
             self._torn_down = True
+        return outcome.merge(rest)
 
 
 class ScopeContextManager:

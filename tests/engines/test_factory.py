@@ -12,6 +12,7 @@ from enginescope.engines import (
     ExecutionEngineFactory,
     ExecutionEngineFactoryError,
     FactoryShutdownError,
+    InMemorySlotLedger,
     InvalidContextError,
     UserEngineLimitError,
     UserExecutionContext,
@@ -764,3 +765,52 @@ async def _interleave(steps: list[tuple[str, int]]) -> None:
         )
     await factory.shutdown()
     assert_consistent(factory)
+
+
+class TestCleanupEngineNow:
+    """cleanup_engine_now: the same cleanup without awaiting, when nothing would wait."""
+
+    async def test_an_idle_engine_is_cleaned_up_at_once(
+        self, factory: ExecutionEngineFactory, make_context: MakeContext
+    ) -> None:
+        """No run in progress and in-memory slots: done synchronously, counted, slot back."""
+        engine = await factory.create_for_user(make_context())
+        assert factory.cleanup_engine_now(engine) is True
+        assert (False, True) == (engine.is_active(), engine.closed)
+        assert engine.websocket_emitter.is_closed
+        assert 1 == factory.get_factory_metrics()["total_engines_cleaned"]
+        assert factory.cleanup_engine_now(engine) is True  # gone: nothing left to do
+        assert_consistent(factory)
+
+    async def test_an_engine_with_a_run_is_left_to_the_awaited_cleanup(
+        self, factory: ExecutionEngineFactory, make_context: MakeContext
+    ) -> None:
+        """A run in progress needs cancelling: nothing is done, cleanup_engine does it all."""
+        gate = Gate()
+        factory.agent_registry.register("gate", gate)
+        engine = await factory.create_for_user(make_context())
+        run = asyncio.create_task(engine.execute_agent("gate", "hi"))
+        await gate.started.wait()
+        assert factory.cleanup_engine_now(engine) is False
+        assert (True, 1) == (
+            engine.is_active(),
+            factory.get_factory_metrics()["active_engines_count"],
+        )
+        await factory.cleanup_engine(engine)
+        await asyncio.wait((run,))
+        assert gate.cancelled
+        assert_consistent(factory)
+
+    async def test_a_ledger_that_suspends_is_left_to_the_awaited_cleanup(
+        self, bridge: RecordingBridge, make_context: MakeContext
+    ) -> None:
+        """A ledger that is not immediate is never released synchronously."""
+
+        class Suspending(InMemorySlotLedger):
+            immediate = False
+
+        factory = ExecutionEngineFactory(bridge, slot_ledger=Suspending())
+        engine = await factory.create_for_user(make_context())
+        assert factory.cleanup_engine_now(engine) is False
+        assert engine.is_active()
+        await factory.shutdown()

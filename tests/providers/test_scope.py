@@ -366,3 +366,88 @@ class TestAccessors:
 
         scope_module = importlib.import_module("enginescope.providers.scope")
         assert providers.ScopeValue is scope_module.ScopeValue
+
+
+class TestTeardownWithoutATask:
+    """What can be released at once is released in the exiting task; the rest, newest first,
+    in the shielded teardown."""
+
+    @pytest.mark.asyncio
+    async def test_an_async_finalizer_that_can_exit_now_needs_no_task(self) -> None:
+        """A context manager whose exit_now succeeds is released in the exiting task."""
+        released: list[tuple[str, asyncio.Task[Any] | None]] = []
+
+        class Lease:
+            async def __aenter__(self) -> str:
+                return "lease"
+
+            async def __aexit__(self, *exc_info: object) -> None:
+                released.append(("awaited", asyncio.current_task()))
+
+            def exit_now(self, exc: BaseException | None) -> bool:
+                released.append(("now", asyncio.current_task()))
+                return True
+
+        async with scope("u1"):
+            assert "lease" == await Scoped(Lease)()
+        assert [("now", asyncio.current_task())] == released
+
+    @pytest.mark.asyncio
+    async def test_finalizers_that_must_wait_keep_the_newest_first_order(self) -> None:
+        """The newest finalizers go at once; from the first that cannot, all are awaited."""
+        order: list[str] = []
+
+        def lease(name: str, *, now: bool) -> Any:
+            class Lease:
+                async def __aenter__(self) -> str:
+                    return name
+
+                async def __aexit__(self, *exc_info: object) -> None:
+                    await asyncio.sleep(0)
+                    order.append(f"{name} awaited")
+
+                def exit_now(self, exc: BaseException | None) -> bool:
+                    if now:
+                        order.append(f"{name} now")
+                    return now
+
+            return Lease
+
+        oldest, middle, newest = (
+            Scoped(lease("oldest", now=True)),
+            Scoped(lease("middle", now=False)),
+            Scoped(lease("newest", now=True)),
+        )
+        async with scope("u1"):
+            for provider in (oldest, middle, newest):
+                await provider()
+        assert ["newest now", "middle awaited", "oldest awaited"] == order
+
+    @pytest.mark.asyncio
+    async def test_a_failing_exit_now_is_reported_and_the_rest_still_run(self) -> None:
+        """exit_now raising counts as that finalizer's failure; older ones still run."""
+        order: list[str] = []
+
+        class Broken:
+            async def __aenter__(self) -> str:
+                return "broken"
+
+            async def __aexit__(self, *exc_info: object) -> None:
+                order.append("broken awaited")
+
+            def exit_now(self, exc: BaseException | None) -> bool:
+                raise RuntimeError("exit_now failed")
+
+        def older() -> Iterator[str]:
+            yield "older"
+            order.append("older released")
+
+        async def use_both() -> None:
+            async with scope("u1"):
+                Scoped(older)()
+                await Scoped(Broken)()
+
+        with pytest.raises(ScopeTeardownError) as caught:
+            await use_both()
+        assert ["older released"] == order
+        assert ["exit_now failed"] == [str(error) for error in caught.value.exceptions]
