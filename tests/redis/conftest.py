@@ -450,3 +450,21 @@ def fresh_redis_cluster(tmp_path: Path) -> Iterator[ClusterServers]:
         yield cluster
     finally:
         cluster.stop()
+
+
+BridgeMaker = Callable[..., RedisWebSocketBridge]
+
+
+@pytest_asyncio.fixture
+async def make_bridge(redis_url: str) -> AsyncIterator[BridgeMaker]:
+    """Bridges (replicas) on this test's Redis, closed at the end."""
+    bridges: list[RedisWebSocketBridge] = []
+
+    def make(**options: Any) -> RedisWebSocketBridge:
+        bridge = RedisWebSocketBridge(redis_url, **options)
+        bridges.append(bridge)
+        return bridge
+
+    yield make
+    for bridge in bridges:
+        await bridge.aclose()

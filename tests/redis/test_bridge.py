@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 from enginescope.engines import (
     AgentWebSocketBridge,
@@ -20,12 +19,13 @@ from enginescope.engines.errors import BridgeClosedError, BridgeConfigError, Inv
 from enginescope.engines.redis import RedisWebSocketBridge
 from enginescope.engines.testing import FakeSocket
 
+from tests.redis.conftest import BridgeMaker
+
 if TYPE_CHECKING:
     from conftest import RedisServer, ReplicaMaker
 
 pytestmark = [pytest.mark.redis]
 
-BridgeMaker = Callable[..., RedisWebSocketBridge]
 ContextMaker = Callable[..., UserExecutionContext]
 RUN_TYPES = [
     "agent_started",
@@ -34,21 +34,6 @@ RUN_TYPES = [
     "tool_completed",
     "agent_completed",
 ]
-
-
-@pytest_asyncio.fixture
-async def make_bridge(redis_url: str) -> AsyncIterator[BridgeMaker]:
-    """Bridges (replicas) on this test's Redis, closed at the end."""
-    bridges: list[RedisWebSocketBridge] = []
-
-    def make(**options: Any) -> RedisWebSocketBridge:
-        bridge = RedisWebSocketBridge(redis_url, **options)
-        bridges.append(bridge)
-        return bridge
-
-    yield make
-    for bridge in bridges:
-        await bridge.close()
 
 
 async def _emit(bridge: RedisWebSocketBridge, user_id: str, count: int, run_id: str = "r") -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 from enginescope.engines import (
     AgentWebSocketBridge,
@@ -18,25 +17,11 @@ from enginescope.engines import (
 from enginescope.engines.redis import RedisSlotLedger, RedisWebSocketBridge
 from enginescope.engines.testing import FakeSocket
 
+from tests.redis.conftest import BridgeMaker
+
 pytestmark = [pytest.mark.redis]
 
-BridgeMaker = Callable[..., RedisWebSocketBridge]
 LONE_SURROGATE = "eve\ud800"
-
-
-@pytest_asyncio.fixture
-async def make_bridge(redis_url: str) -> AsyncIterator[BridgeMaker]:
-    """Bridges (replicas) on this test's Redis, closed at the end."""
-    bridges: list[RedisWebSocketBridge] = []
-
-    def make(**options: Any) -> RedisWebSocketBridge:
-        bridge = RedisWebSocketBridge(redis_url, **options)
-        bridges.append(bridge)
-        return bridge
-
-    yield make
-    for bridge in bridges:
-        await bridge.aclose()
 
 
 async def _emit(bridge: RedisWebSocketBridge, user_id: str, count: int) -> None:
