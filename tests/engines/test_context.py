@@ -43,10 +43,11 @@ class TestValidContext:
         assert (ctx.user_id, ctx.thread_id, ctx.run_id) == ("user-42", "thread-7", "run-1")
 
     def test_defaults(self) -> None:
-        """request_id is a fresh uuid4 hex, created_at is UTC now, metadata is empty."""
+        """request_id is 32 fresh random hex digits, created_at is UTC now, metadata is empty."""
         before = datetime.now(UTC)
         first, second = UserExecutionContext(**VALID), UserExecutionContext(**VALID)
         assert len(first.request_id) == 32
+        assert set(first.request_id) <= set("0123456789abcdef")
         assert first.request_id != second.request_id
         assert first.created_at.tzinfo == UTC
         assert before <= first.created_at <= datetime.now(UTC)
