@@ -10,16 +10,19 @@ import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, NamedTuple, Self, cast
+from typing import Annotated, Any, NamedTuple, Self, cast
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetPydanticSchema,
     ValidationError,
+    WithJsonSchema,
     field_serializer,
     field_validator,
 )
+from pydantic_core import core_schema
 
 from ._lifecycle import check_positive
 from .errors import InvalidContextError, InvalidSettingError
@@ -119,6 +122,29 @@ def _unprintable_reason(value: str) -> str:
         f"must not contain invisible or deceptive characters ({code}, {kind}, at index "
         f"{index}); use printable characters only"
     )
+
+
+# An id field: an id in printable ASCII, with no space at either end and a character that no
+# placeholder has (one other than a letter or "/"), is checked by pydantic-core alone; any other
+# value goes on to check_identifier, which accepts it or says why not.
+_QUICK_ID = core_schema.chain_schema(
+    [
+        core_schema.str_schema(
+            strict=True,
+            max_length=MAX_ID_LENGTH,
+            pattern=r"^[!-~](?:[ -~]*[!-~])?$",
+            regex_engine="rust-regex",  # its $ is the end of the text, never before a newline
+        ),
+        core_schema.str_schema(pattern="[^A-Za-z/]", regex_engine="rust-regex"),
+    ]
+)
+_ID_SCHEMA = core_schema.union_schema(
+    [_QUICK_ID, core_schema.no_info_plain_validator_function(check_identifier)],
+    mode="left_to_right",
+)
+_Identifier = Annotated[
+    str, GetPydanticSchema(lambda _type, _handler: _ID_SCHEMA), WithJsonSchema({"type": "string"})
+]
 
 
 def require_identifier(field: str, value: object) -> str:
@@ -267,11 +293,14 @@ def _check_metadata(value: object) -> Mapping[str, Any]:
 
 
 def _to_context_error(exc: ValidationError) -> InvalidContextError:
-    first = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    where = errors[0]["loc"][:1]
+    # An id refused by both branches of _ID_SCHEMA has two errors: check_identifier's says why.
+    first = [error for error in errors if error["loc"][:1] == where][-1]
     cause = first.get("ctx", {}).get("error")
     if isinstance(cause, InvalidContextError):  # raised by __init__ inside model_validate
         return cause
-    field = ".".join(str(part) for part in first["loc"]) or "context"
+    field = ".".join(str(part) for part in where) or "context"
     reason = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         reason = "is not a field of UserExecutionContext"
@@ -289,11 +318,11 @@ class UserExecutionContext(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
-    user_id: str
-    thread_id: str
-    run_id: str
-    request_id: str = Field(default_factory=_new_request_id)
-    websocket_client_id: str | None = None
+    user_id: _Identifier
+    thread_id: _Identifier
+    run_id: _Identifier
+    request_id: _Identifier = Field(default_factory=_new_request_id)
+    websocket_client_id: _Identifier | None = None
     created_at: datetime = Field(default_factory=_utcnow)
     metadata: Mapping[str, Any] = Field(default_factory=lambda: MappingProxyType({}))
 
@@ -310,16 +339,6 @@ class UserExecutionContext(BaseModel):
             return super().model_validate(obj, **kwargs)
         except ValidationError as exc:
             raise _to_context_error(exc) from None
-
-    @field_validator("user_id", "thread_id", "run_id", "request_id", mode="before")
-    @classmethod
-    def _validate_id(cls, value: object) -> str:
-        return check_identifier(value)
-
-    @field_validator("websocket_client_id", mode="before")
-    @classmethod
-    def _validate_optional_id(cls, value: object) -> str | None:
-        return None if value is None else check_identifier(value)
 
     @field_validator("created_at", mode="after")
     @classmethod

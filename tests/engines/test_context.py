@@ -289,6 +289,67 @@ class TestPlaceholderSpellings:
         assert "placeholder" in str(caught.value)
 
 
+ALL_ID_FIELDS = (*_ID_FIELDS, "request_id", "websocket_client_id")
+any_id = st.one_of(
+    st.text(max_size=300),
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=300),
+    st.text(alphabet="abNUL/ \n", max_size=12),
+    st.sampled_from(sorted(PLACEHOLDER_IDS)).map(str.upper),
+    st.integers(),
+    st.binary(max_size=4),
+)
+
+
+def reason_for(value: object) -> str | None:
+    """What check_identifier says of ``value``: ``None`` when it accepts it."""
+    try:
+        check_identifier(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+class TestOneIdentifierRule:
+    @given(field=st.sampled_from(ALL_ID_FIELDS), value=any_id)
+    def test_the_model_accepts_what_check_identifier_accepts(
+        self, field: str, value: object
+    ) -> None:
+        """Every id field keeps what check_identifier accepts and refuses the rest with
+        check_identifier's reason, naming the field."""
+        expected = reason_for(value)
+        try:
+            ctx = UserExecutionContext(**with_(**{field: value}))
+        except InvalidContextError as exc:
+            assert (field, expected) == (exc.field, exc.reason)  # noqa: PT017 - both outcomes checked
+        else:
+            assert (None, value) == (expected, getattr(ctx, field))
+
+    @pytest.mark.parametrize(
+        ("value", "reason"),
+        [
+            pytest.param("user-42\n", "control characters (U+000A at index 7)", id="final-newline"),
+            pytest.param("n/a", "placeholder value ('n/a')", id="n/a"),
+            pytest.param("N/A", "placeholder value ('N/A')", id="N/A"),
+            pytest.param("Changeme", "placeholder value ('Changeme')", id="letters-only"),
+            pytest.param("u" * 257, "at most 256 characters, got 257", id="letters-too-long"),
+            pytest.param("7" * 257, "at most 256 characters, got 257", id="digits-too-long"),
+            pytest.param("r-1 ", "leading or trailing whitespace", id="trailing-space"),
+        ],
+    )
+    def test_edge_cases_get_check_identifiers_reason(self, value: str, reason: str) -> None:
+        """Ids at the edges of the quick ASCII check get the reason check_identifier gives."""
+        with pytest.raises(InvalidContextError) as caught:
+            UserExecutionContext(**with_(run_id=value))
+
+        assert "run_id" == caught.value.field
+        assert reason in caught.value.reason
+
+    @pytest.mark.parametrize("value", ["alice", "a/b", "7" * 256, "x" * 256, "n a", "~"])
+    def test_ids_without_digits_or_with_slashes_are_accepted(self, value: str) -> None:
+        """Letters-only ids, slashes, one character and the longest ids are all kept."""
+        assert value == UserExecutionContext(**with_(run_id=value)).run_id
+
+
 @pytest.fixture
 def restore_limits() -> Iterator[None]:
     before = metadata_limits()
