@@ -327,8 +327,8 @@ class UserExecutionContext(BaseModel):
     metadata: Mapping[str, Any] = Field(default_factory=lambda: MappingProxyType({}))
 
     def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
+        try:  # what BaseModel.__init__ does, without a second frame and a second **data
+            self.__pydantic_validator__.validate_python(data, self_instance=self)
         except ValidationError as exc:
             raise _to_context_error(exc) from None
 
