@@ -9,6 +9,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
 from types import MappingProxyType
 from typing import Annotated, Any, NamedTuple, Self, cast
 
@@ -66,10 +67,6 @@ _ID_FIELDS = ("user_id", "thread_id", "run_id", "request_id", "websocket_client_
 
 def _new_request_id() -> str:
     return os.urandom(16).hex()  # the form of uuid4().hex, from the same source, minus the UUID
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def check_identifier(value: object) -> str:
@@ -323,7 +320,7 @@ class UserExecutionContext(BaseModel):
     run_id: _Identifier
     request_id: _Identifier = Field(default_factory=_new_request_id)
     websocket_client_id: _Identifier | None = None
-    created_at: datetime = Field(default_factory=_utcnow)
+    created_at: datetime = Field(default_factory=partial(datetime.now, UTC))
     metadata: Mapping[str, Any] = Field(default_factory=lambda: MappingProxyType({}))
 
     def __init__(self, **data: Any) -> None:
