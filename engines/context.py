@@ -10,6 +10,7 @@ import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import partial
+from itertools import repeat
 from types import MappingProxyType
 from typing import Annotated, Any, NamedTuple, Self, cast
 
@@ -321,7 +322,8 @@ class UserExecutionContext(BaseModel):
     request_id: _Identifier = Field(default_factory=_new_request_id)
     websocket_client_id: _Identifier | None = None
     created_at: datetime = Field(default_factory=partial(datetime.now, UTC))
-    metadata: Mapping[str, Any] = Field(default_factory=lambda: MappingProxyType({}))
+    # Contexts without metadata share one empty read-only mapping, handed out by C code.
+    metadata: Mapping[str, Any] = Field(default_factory=repeat(MappingProxyType({})).__next__)
 
     def __init__(self, **data: Any) -> None:
         try:  # what BaseModel.__init__ does, without a second frame and a second **data

@@ -70,6 +70,13 @@ class TestValidContext:
         with pytest.raises(TypeError):
             ctx.metadata["new"] = 1  # type: ignore[index]
 
+    def test_default_metadata_is_empty_and_read_only(self) -> None:
+        """A context built without metadata cannot be given any, nor can the next one."""
+        first = UserExecutionContext(**VALID)
+        with pytest.raises(TypeError):
+            first.metadata["new"] = 1  # type: ignore[index]
+        assert {} == dict(UserExecutionContext(**VALID).metadata)
+
     def test_created_at_is_converted_to_utc(self) -> None:
         """An aware timestamp in another zone is stored in UTC."""
         local = datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=2)))
