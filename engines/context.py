@@ -122,19 +122,14 @@ def _unprintable_reason(value: str) -> str:
     )
 
 
-# An id field: an id in printable ASCII, with no space at either end and a character that no
-# placeholder has (one other than a letter or "/"), is checked by pydantic-core alone; any other
-# value goes on to check_identifier, which accepts it or says why not.
-_QUICK_ID = core_schema.chain_schema(
-    [
-        core_schema.str_schema(
-            strict=True,
-            max_length=MAX_ID_LENGTH,
-            pattern=r"^[!-~](?:[ -~]*[!-~])?$",
-            regex_engine="rust-regex",  # its $ is the end of the text, never before a newline
-        ),
-        core_schema.str_schema(pattern="[^A-Za-z/]", regex_engine="rust-regex"),
-    ]
+# An id field: an id of visible ASCII characters (no spaces) with one that no placeholder has
+# (a character other than a letter or "/") is checked by pydantic-core alone; any other value
+# goes on to check_identifier, which accepts it or says why not.
+_QUICK_ID = core_schema.str_schema(
+    strict=True,
+    max_length=MAX_ID_LENGTH,
+    pattern=r"^[!-~]*[!-~--A-Za-z/][!-~]*$",  # [a--b]: the characters of a that are not in b
+    regex_engine="rust-regex",  # where $ is the end of the text, never before a final newline
 )
 _ID_SCHEMA = core_schema.union_schema(
     [_QUICK_ID, core_schema.no_info_plain_validator_function(check_identifier)],
