@@ -66,8 +66,19 @@ RESERVED_METADATA_KEYS = frozenset({"user_id", "thread_id", "run_id", "request_i
 _ID_FIELDS = ("user_id", "thread_id", "run_id", "request_id", "websocket_client_id")
 
 
+_spare_request_ids: list[str] = []
+os.register_at_fork(after_in_child=_spare_request_ids.clear)  # a child never hands out the same
+
+
 def _new_request_id() -> str:
-    return os.urandom(16).hex()  # the form of uuid4().hex, from the same source, minus the UUID
+    """32 random hex digits, the form of ``uuid4().hex`` from the same ``os.urandom``, read
+    64 ids at a time (one system call for 64 contexts)."""
+    try:
+        return _spare_request_ids.pop()  # atomic: threads never get the same id
+    except IndexError:
+        block = os.urandom(16 * 64).hex()
+        _spare_request_ids.extend(block[start : start + 32] for start in range(32, len(block), 32))
+        return block[:32]
 
 
 def check_identifier(value: object) -> str:

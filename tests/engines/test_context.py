@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import unicodedata
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -100,6 +102,40 @@ class TestValidContext:
     def test_repr_names_the_user(self) -> None:
         """The repr says whose context it is."""
         assert "user_id='user-42'" in repr(UserExecutionContext(**VALID))
+
+
+class TestRequestIds:
+    def test_threads_never_get_the_same_id(self) -> None:
+        """Contexts built at once in many threads all get different request ids."""
+
+        def build(count: int) -> list[str]:
+            return [UserExecutionContext(**VALID).request_id for _ in range(count)]
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            ids = [rid for batch in pool.map(build, [500] * 8) for rid in batch]
+
+        assert 4000 == len(set(ids))
+
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+    @pytest.mark.filterwarnings("ignore:.*fork:DeprecationWarning")
+    def test_a_forked_child_never_repeats_its_parents_ids(self) -> None:
+        """After a fork, the child's request ids are not those the parent hands out next."""
+        UserExecutionContext(**VALID)  # the parent now holds ids read ahead
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            try:
+                os.write(write, UserExecutionContext(**VALID).request_id.encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        with os.fdopen(read) as pipe:
+            child_id = pipe.read()
+
+        parent_ids = {UserExecutionContext(**VALID).request_id for _ in range(64)}
+        assert 32 == len(child_id)
+        assert child_id not in parent_ids
 
 
 INVALID = [
