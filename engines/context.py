@@ -63,11 +63,10 @@ PLACEHOLDER_IDS = frozenset(
     }
 )
 RESERVED_METADATA_KEYS = frozenset({"user_id", "thread_id", "run_id", "request_id"})
-_ID_FIELDS = ("user_id", "thread_id", "run_id", "request_id", "websocket_client_id")
 
 
 _spare_request_ids: list[str] = []
-os.register_at_fork(after_in_child=_spare_request_ids.clear)  # a child never hands out the same
+os.register_at_fork(after_in_child=_spare_request_ids.clear)  # a forked child reads its own
 
 
 def _new_request_id() -> str:
