@@ -242,7 +242,7 @@ def render_versions(runs: Sequence[Mapping[str, Any]]) -> str:
             )
         )
     lines = [
-        "ratio ours/reference and median per operation, one column per Python; each",
+        "Ratio ours/reference and medians per operation, one column per Python; each",
         "column is its own run: compare the ratios (both sides ran in the same process),",
         "not times across columns.",
         "",
