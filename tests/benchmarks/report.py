@@ -153,7 +153,7 @@ class Row:
         if not self.targets:
             return ", ".join(parts)
         missed = [
-            f"{t.name} not measured" if t.actual is None else f"{t.name} {t.off:.2f}x off"
+            f"{t.text} (not measured)" if t.actual is None else f"{t.text} ({t.off:.2f}x off)"
             for t in self.targets
             if not t.met
         ]

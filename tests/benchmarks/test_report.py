@@ -107,7 +107,7 @@ class TestOneRunPerPython:
         assert [
             GROUP,
             "us <= 0.3; ratio <= 1.5",
-            "2.00x (400 ns vs 200 ns): MISSED us 1.33x off, ratio 1.33x off",
+            "2.00x (400 ns vs 200 ns): MISSED us <= 0.3 (1.33x off), ratio <= 1.5 (1.33x off)",
             "1.25x (250 ns vs 200 ns): met",
         ] == table_row(text, GROUP)
 
@@ -133,7 +133,7 @@ class TestOneRunPerPython:
         assert [
             memory,
             "bytes_per_engine <= 1,024",
-            "1 ms, bytes_per_engine=1,456: MISSED bytes_per_engine 1.42x off",
+            "1 ms, bytes_per_engine=1,456: MISSED bytes_per_engine <= 1,024 (1.42x off)",
             "1 ms, bytes_per_engine=1,000: met",
         ] == table_row(text, memory)
 
