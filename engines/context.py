@@ -132,21 +132,23 @@ def _unprintable_reason(value: str) -> str:
     )
 
 
-# An id field: an id of visible ASCII characters (no spaces) with one that no placeholder has
-# (a character other than a letter or "/") is checked by pydantic-core alone; any other value
-# goes on to check_identifier, which accepts it or says why not.
-_QUICK_ID = core_schema.str_schema(
-    strict=True,
-    max_length=MAX_ID_LENGTH,
-    pattern=r"^[!-~]*[!-~--A-Za-z/][!-~]*$",  # [a--b]: the characters of a that are not in b
-    regex_engine="rust-regex",  # where $ is the end of the text, never before a final newline
-)
-_ID_SCHEMA = core_schema.union_schema(
-    [_QUICK_ID, core_schema.no_info_plain_validator_function(check_identifier)],
-    mode="left_to_right",
-)
+def _identifier_schema(_source: object, _handler: object) -> core_schema.CoreSchema:
+    """An id field's schema: an id of visible ASCII characters (no spaces) with one that no
+    placeholder has (a character other than a letter or ``/``) is checked by pydantic-core
+    alone; any other value goes on to :func:`check_identifier`, which accepts it or says why
+    not."""
+    quick = core_schema.str_schema(
+        strict=True,
+        max_length=MAX_ID_LENGTH,
+        pattern=r"^[!-~]*[!-~--A-Za-z/][!-~]*$",  # [a--b]: the characters of a not in b
+        regex_engine="rust-regex",  # where $ is the end of the text, never before a newline
+    )
+    full = core_schema.no_info_plain_validator_function(check_identifier)
+    return core_schema.union_schema([quick, full], mode="left_to_right")
+
+
 _Identifier = Annotated[
-    str, GetPydanticSchema(lambda _type, _handler: _ID_SCHEMA), WithJsonSchema({"type": "string"})
+    str, GetPydanticSchema(_identifier_schema), WithJsonSchema({"type": "string"})
 ]
 
 
@@ -298,7 +300,7 @@ def _check_metadata(value: object) -> Mapping[str, Any]:
 def _to_context_error(exc: ValidationError) -> InvalidContextError:
     errors = exc.errors(include_url=False)
     where = errors[0]["loc"][:1]
-    # An id refused by both branches of _ID_SCHEMA has two errors: check_identifier's says why.
+    # An id refused by both checks of _identifier_schema has two errors; the last says why.
     first = [error for error in errors if error["loc"][:1] == where][-1]
     cause = first.get("ctx", {}).get("error")
     if isinstance(cause, InvalidContextError):  # raised by __init__ inside model_validate
