@@ -73,7 +73,7 @@ class TestValidContext:
             ctx.metadata["new"] = 1  # type: ignore[index]
 
     def test_default_metadata_is_empty_and_read_only(self) -> None:
-        """A context built without metadata cannot be given any, nor can the next one."""
+        """The empty metadata of a context built without any is read-only; the next is empty."""
         first = UserExecutionContext(**VALID)
         with pytest.raises(TypeError):
             first.metadata["new"] = 1  # type: ignore[index]
@@ -388,8 +388,8 @@ class TestOneIdentifierRule:
         assert reason in caught.value.reason
 
     @pytest.mark.parametrize("value", ["alice", "a/b", "7" * 256, "x" * 256, "n a", "~"])
-    def test_ids_without_digits_or_with_slashes_are_accepted(self, value: str) -> None:
-        """Letters-only ids, slashes, one character and the longest ids are all kept."""
+    def test_ids_off_the_quick_path_are_accepted(self, value: str) -> None:
+        """Letters-only ids, slashes, inner spaces, one character, the longest ids: all kept."""
         assert value == UserExecutionContext(**with_(run_id=value)).run_id
 
 
