@@ -1,7 +1,8 @@
 """The factory's live engines, kept in creation order and per user (not API).
 
 Creation order makes the reaper's expired engines a prefix (O(expired) to find them), the
-per-user index answers a user's engines in O(1), and every count is a ``len`` of a live
+per-user index answers a user's engines in O(1) (a tuple per user: a user has one or two
+engines, and a tuple is a third of a dict's memory), and every count is a ``len`` of a live
 structure, so the factory's metrics are exact at every moment.
 """
 
@@ -24,7 +25,7 @@ class EngineRegistry:
 
     def __init__(self) -> None:
         self._engines: OrderedDict[str, UserExecutionEngine] = OrderedDict()
-        self._by_user: dict[str, dict[str, UserExecutionEngine]] = {}
+        self._by_user: dict[str, tuple[UserExecutionEngine, ...]] = {}
 
     def __repr__(self) -> str:
         return f"<EngineRegistry engines={len(self._engines)} users={len(self._by_user)}>"
@@ -46,19 +47,19 @@ class EngineRegistry:
 
     def add(self, engine: UserExecutionEngine) -> None:
         self._engines[engine.engine_id] = engine
-        user = self._by_user.get(engine.context.user_id)
-        if user is None:
-            user = self._by_user[engine.context.user_id] = {}
-        user[engine.engine_id] = engine
+        user_id = engine.context.user_id
+        self._by_user[user_id] = (*self._by_user.get(user_id, ()), engine)
 
     def remove(self, engine: UserExecutionEngine) -> bool:
         """Drop ``engine`` from both indexes; ``False`` if it was not registered."""
-        if self._engines.pop(engine.engine_id, None) is None:
+        removed = self._engines.pop(engine.engine_id, None)
+        if removed is None:
             return False
-        user_id = engine.context.user_id
-        user = self._by_user[user_id]
-        del user[engine.engine_id]
-        if not user:
+        user_id = removed.context.user_id
+        rest = tuple(other for other in self._by_user[user_id] if other is not removed)
+        if rest:
+            self._by_user[user_id] = rest
+        else:
             del self._by_user[user_id]
         return True
 
@@ -80,7 +81,7 @@ class EngineRegistry:
 
     def for_user(self, user_id: str) -> tuple[UserExecutionEngine, ...]:
         """The engines of ``user_id``, oldest first."""
-        return tuple(self._by_user.get(user_id, {}).values())
+        return self._by_user.get(user_id, ())
 
     def counts(self) -> dict[str, int]:
         """``{user_id: engine count}``."""
