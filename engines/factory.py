@@ -114,6 +114,7 @@ class ExecutionEngineFactory:
             on_error=self._reaper_failed,
             backoff=Backoff(base=0.05, cap=cleanup_interval_seconds),
         )
+        self._engine_closed = self._on_engine_closed  # one bound method for every engine
         self._closing = False
         self._shutdown_done: asyncio.Event | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
@@ -197,7 +198,7 @@ class ExecutionEngineFactory:
             engine_id=engine_id,
             max_concurrent_runs=self.max_concurrent_runs,
             agent_timeout_seconds=self.agent_timeout_seconds,
-            on_closed=self._on_engine_closed,
+            on_closed=self._engine_closed,
             clock=self._clock,
         )
 
