@@ -1,7 +1,10 @@
 """The factory's live engines, kept in creation order and per user (not API).
 
-Creation order makes the reaper's expired engines a prefix (O(expired) to find them), the
-per-user index answers a user's engines in O(1) (a tuple per user: a user has one or two
+Engines are keyed by themselves (identity): an object's hash is its address, so engines
+made where freed ones lived land in the same, cache-warm, part of the table, where a random
+string id would touch a random part of a large table on every create and cleanup. Creation
+order makes the reaper's expired engines a prefix (O(expired) to find them), the per-user
+index answers a user's engines in O(1) (a tuple per user: a user has one or two
 engines, and a tuple is a third of a dict's memory), and every count is a ``len`` of a live
 structure, so the factory's metrics are exact at every moment.
 """
@@ -9,7 +12,6 @@ structure, so the factory's metrics are exact at every moment.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import ItemsView
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,12 +21,12 @@ __all__ = ["EngineRegistry"]
 
 
 class EngineRegistry:
-    """Engines by id, oldest first, and by user."""
+    """Engines, oldest first, and by user; an engine is itself, whatever its id."""
 
     __slots__ = ("_by_user", "_engines")
 
     def __init__(self) -> None:
-        self._engines: OrderedDict[str, UserExecutionEngine] = OrderedDict()
+        self._engines: OrderedDict[UserExecutionEngine, None] = OrderedDict()
         self._by_user: dict[str, tuple[UserExecutionEngine, ...]] = {}
 
     def __repr__(self) -> str:
@@ -43,20 +45,20 @@ class EngineRegistry:
 
     def holds(self, engine: UserExecutionEngine) -> bool:
         """Whether ``engine`` itself (not another with its id) is registered."""
-        return self._engines.get(engine.engine_id) is engine
+        return engine in self._engines
 
     def add(self, engine: UserExecutionEngine) -> None:
-        self._engines[engine.engine_id] = engine
+        self._engines[engine] = None
         user_id = engine.context.user_id
         self._by_user[user_id] = (*self._by_user.get(user_id, ()), engine)
 
     def remove(self, engine: UserExecutionEngine) -> bool:
         """Drop ``engine`` from both indexes; ``False`` if it was not registered."""
-        removed = self._engines.pop(engine.engine_id, None)
-        if removed is None:
+        if engine not in self._engines:
             return False
-        user_id = removed.context.user_id
-        rest = tuple(other for other in self._by_user[user_id] if other is not removed)
+        del self._engines[engine]
+        user_id = engine.context.user_id
+        rest = tuple(other for other in self._by_user[user_id] if other is not engine)
         if rest:
             self._by_user[user_id] = rest
         else:
@@ -65,19 +67,19 @@ class EngineRegistry:
 
     def oldest(self) -> UserExecutionEngine:
         """The engine created first (the registry must not be empty)."""
-        return next(iter(self._engines.values()))
+        return next(iter(self._engines))
 
     def all(self) -> tuple[UserExecutionEngine, ...]:
         """Every engine, oldest first."""
-        return tuple(self._engines.values())
+        return tuple(self._engines)
 
-    def items(self) -> ItemsView[str, UserExecutionEngine]:
+    def items(self) -> list[tuple[str, UserExecutionEngine]]:
         """``(engine_id, engine)`` pairs, oldest first."""
-        return self._engines.items()
+        return [(engine.engine_id, engine) for engine in self._engines]
 
     def keys(self) -> list[str]:
         """The engine ids, oldest first."""
-        return list(self._engines)
+        return [engine.engine_id for engine in self._engines]
 
     def for_user(self, user_id: str) -> tuple[UserExecutionEngine, ...]:
         """The engines of ``user_id``, oldest first."""
@@ -90,7 +92,7 @@ class EngineRegistry:
     def summary(self) -> dict[str, Any]:
         """Per-engine stats; an engine whose stats fail is reported, not fatal."""
         engines: dict[str, Any] = {}
-        for engine_id, engine in self._engines.items():
+        for engine_id, engine in self.items():
             try:
                 engines[engine_id] = engine.get_user_execution_stats()
             except Exception as exc:  # noqa: BLE001 - one bad engine must not hide the rest
