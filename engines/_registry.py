@@ -58,7 +58,9 @@ class EngineRegistry:
             return False
         del self._engines[engine]
         user_id = engine.context.user_id
-        rest = tuple(other for other in self._by_user[user_id] if other is not engine)
+        engines = self._by_user[user_id]
+        index = engines.index(engine)
+        rest = engines[:index] + engines[index + 1 :]
         if rest:
             self._by_user[user_id] = rest
         else:

@@ -91,7 +91,8 @@ class InMemorySlotLedger:
         held = self._slots.get(user_id, ())
         if slot_id not in held:
             return False
-        rest = tuple(held_id for held_id in held if held_id != slot_id)
+        index = held.index(slot_id)
+        rest = held[:index] + held[index + 1 :]
         if rest:
             self._slots[user_id] = rest
         else:
