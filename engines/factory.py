@@ -370,16 +370,13 @@ class ExecutionEngineFactory:
 
     async def _shut_down(self, done: asyncio.Event) -> None:
         try:
-            await self._stop_reaper()
+            await self._reaper.aclose()
             await self._close_all_engines()
             await self.slot_ledger.aclose()
         finally:
             done.set()
 
     cleanup_all_contexts = shutdown  # the compatibility name
-
-    async def _stop_reaper(self) -> None:
-        await self._reaper.aclose()
 
     async def _close_all_engines(self) -> None:
         engines = self._engines.all()
