@@ -5,33 +5,33 @@ instance. The first resolve to be awaited drives the creation in its own task: a
 that never suspends (an engine made in memory) costs no trip through the event loop on any
 Python version, and an ``asyncio.timeout`` inside it binds to the task that runs it. The
 other resolves wait for the outcome; if the driver is cancelled (its own task was), they do
-not inherit that cancellation: the creation is evicted and they resolve again.
+not inherit that cancellation: the creation is evicted and they resolve again (``retry``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-__all__ = ["Creation", "DriverCancelledError"]
-
-
-class DriverCancelledError(Exception):
-    """Internal: the task driving a shared creation was cancelled; resolve again."""
+__all__ = ["Creation"]
 
 
 class Creation:
     """One in-flight async creation of a scope; ``join()`` is what each resolve awaits."""
 
-    __slots__ = ("_coro", "_driver", "_on_settled", "_settled", "result")
+    __slots__ = ("_coro", "_driver", "_on_settled", "_retry", "_settled", "result")
 
     def __init__(
-        self, coro: Coroutine[Any, Any, Any], on_settled: Callable[[Creation], None]
+        self,
+        coro: Coroutine[Any, Any, Any],
+        on_settled: Callable[[Creation], None],
+        retry: Callable[[], Awaitable[Any]],
     ) -> None:
         loop = asyncio.get_running_loop()
         self._coro = coro
         self._on_settled = on_settled
+        self._retry = retry  # what a waiter does when the driver's task was cancelled
         self._driver: asyncio.Task[Any] | None = None
         self._settled: asyncio.Future[None] | None = None
         self.result: asyncio.Future[Any] = loop.create_future()
@@ -41,18 +41,16 @@ class Creation:
         return f"<Creation {state}>"
 
     async def join(self) -> Any:
-        """The instance: created here if nobody runs the creation yet, else awaited."""
-        if self._driver is None and not self.result.done():
-            return await self._drive()
-        try:
-            return await asyncio.shield(self.result)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if self.result.cancelled() and task is not None and not task.cancelling():
-                raise DriverCancelledError from None  # not ours: the driver's task was
-            raise
-
-    async def _drive(self) -> Any:
+        """The instance: created here, in this task, if nobody runs the creation yet, else
+        awaited; a waiter whose driver's task was cancelled resolves again."""
+        if self._driver is not None or self.result.done():
+            try:
+                return await asyncio.shield(self.result)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not self.result.cancelled() or task is None or task.cancelling():
+                    raise
+            return await self._retry()  # not ours: the driver's task was cancelled
         self._driver = asyncio.current_task()
         try:
             value = await self._coro

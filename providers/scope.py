@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, TypeAlias
@@ -115,11 +115,17 @@ class Scope:
         """Return the in-flight async creation for ``key``, if any."""
         return self._pending.get(key)
 
-    def start(self, key: object, coro: Coroutine[Any, Any, Any]) -> Creation:
+    def start(
+        self,
+        key: object,
+        coro: Coroutine[Any, Any, Any],
+        retry: Callable[[], Awaitable[Any]],
+    ) -> Creation:
         """Track an async creation of ``key`` until it settles: its result (a done future)
         is cached on success, the creation evicted on failure. The creation runs in the
-        task that first awaits :meth:`Creation.join`."""
-        creation = Creation(coro, lambda done: self._settle(key, done))
+        task that first awaits :meth:`Creation.join`; the others call ``retry`` if that
+        task is cancelled."""
+        creation = Creation(coro, lambda done: self._settle(key, done), retry)
         self._pending[key] = creation
         return creation
 

@@ -9,7 +9,6 @@ from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 from dependency_injector import providers
-from enginescope.providers._creation import Creation, DriverCancelledError
 from enginescope.providers._finalizers import acquire_async, acquire_sync, needs_async
 from enginescope.providers.errors import ScopeUsageError
 from enginescope.providers.scope import Scope, require_open_scope, scope_now
@@ -173,7 +172,7 @@ class Scoped(providers.Provider[T]):
         current = require_open_scope(self)
         pending = current.pending(self)
         if pending is not None:
-            return self._join(pending)
+            return pending.join()
         raw = self._call_provides()
         if needs_async(raw):
             return self._start_async(current, raw)
@@ -217,13 +216,10 @@ class Scoped(providers.Provider[T]):
             if inspect.iscoroutine(raw):
                 raw.close()
             raise ScopeUsageError(f"{self!r} is async; resolve it with `await`.") from None
-        return self._join(current.start(self, self._create_async(current, raw)))
+        return current.start(self, self._create_async(current, raw), self._resolve_again).join()
 
-    async def _join(self, creation: Creation) -> Any:
-        try:
-            return await creation.join()
-        except DriverCancelledError:  # the creation's own task was cancelled, not ours
-            return await self._provide((), {})
+    def _resolve_again(self) -> Any:
+        return self._provide((), {})
 
     async def _create_async(self, current: Scope, raw: object) -> Any:
         value, finalizer = await acquire_async(raw, self)
