@@ -78,7 +78,7 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 async def _call_tool(fn: Callable[..., Any], params: dict[str, Any]) -> Any:
     """``fn(**params)``: awaited when async, inline when marked, else in a worker thread
     that sees the caller's context variables (``asyncio.to_thread`` copies them)."""
-    if _is_async(fn) or getattr(fn, _INLINE, False):
+    if getattr(fn, _INLINE, False) or _is_async(fn):
         result = fn(**params)
     else:
         result = await asyncio.to_thread(fn, **params)
@@ -151,7 +151,7 @@ class AgentRun:
         )
 
     def _silent(self) -> bool:
-        return self._finished or self.is_stopping
+        return self._finished or self.stop_reason is not None or self.caller_cancelled()
 
     async def think(self, text: str, *, step: int | None = None) -> None:
         """Report a reasoning step to the user (an ``agent_thinking`` event)."""

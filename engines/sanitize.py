@@ -82,7 +82,7 @@ def _cut(text: str, limit: int, dropped: int = 0) -> str:
     if len(text) > limit or dropped:
         kept = text[:limit]
         text = f"{kept}…[truncated {len(text) - len(kept) + dropped} chars]"
-    return _valid_unicode(text)
+    return text if text.isascii() else _valid_unicode(text)
 
 
 def truncate_text(text: str, limit: int = 2000) -> str:
