@@ -1,14 +1,17 @@
 """The factory's live engines, kept in creation order and per user (not API).
 
-Creation order makes the reaper's expired engines a prefix (O(expired) to find them), the
-per-user index answers a user's engines in O(1), and every count is a ``len`` of a live
+Engines are keyed by themselves (identity): an object's hash is its address, so engines
+made where freed ones lived land in the same, cache-warm, part of the table, where a random
+string id would touch a random part of a large table on every create and cleanup. Creation
+order makes the reaper's expired engines a prefix (O(expired) to find them), the per-user
+index answers a user's engines in O(1) (a tuple per user: a user has one or two
+engines, and a tuple is a third of a dict's memory), and every count is a ``len`` of a live
 structure, so the factory's metrics are exact at every moment.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import ItemsView
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,13 +21,13 @@ __all__ = ["EngineRegistry"]
 
 
 class EngineRegistry:
-    """Engines by id, oldest first, and by user."""
+    """Engines, oldest first, and by user; an engine is itself, whatever its id."""
 
     __slots__ = ("_by_user", "_engines")
 
     def __init__(self) -> None:
-        self._engines: OrderedDict[str, UserExecutionEngine] = OrderedDict()
-        self._by_user: dict[str, dict[str, UserExecutionEngine]] = {}
+        self._engines: OrderedDict[UserExecutionEngine, None] = OrderedDict()
+        self._by_user: dict[str, tuple[UserExecutionEngine, ...]] = {}
 
     def __repr__(self) -> str:
         return f"<EngineRegistry engines={len(self._engines)} users={len(self._by_user)}>"
@@ -42,45 +45,47 @@ class EngineRegistry:
 
     def holds(self, engine: UserExecutionEngine) -> bool:
         """Whether ``engine`` itself (not another with its id) is registered."""
-        return self._engines.get(engine.engine_id) is engine
+        return engine in self._engines
 
     def add(self, engine: UserExecutionEngine) -> None:
-        self._engines[engine.engine_id] = engine
-        user = self._by_user.get(engine.context.user_id)
-        if user is None:
-            user = self._by_user[engine.context.user_id] = {}
-        user[engine.engine_id] = engine
+        self._engines[engine] = None
+        user_id = engine.context.user_id
+        self._by_user[user_id] = (*self._by_user.get(user_id, ()), engine)
 
     def remove(self, engine: UserExecutionEngine) -> bool:
         """Drop ``engine`` from both indexes; ``False`` if it was not registered."""
-        if self._engines.pop(engine.engine_id, None) is None:
+        if engine not in self._engines:
             return False
+        del self._engines[engine]
         user_id = engine.context.user_id
-        user = self._by_user[user_id]
-        del user[engine.engine_id]
-        if not user:
+        engines = self._by_user[user_id]
+        index = engines.index(engine)
+        rest = engines[:index] + engines[index + 1 :]
+        if rest:
+            self._by_user[user_id] = rest
+        else:
             del self._by_user[user_id]
         return True
 
     def oldest(self) -> UserExecutionEngine:
         """The engine created first (the registry must not be empty)."""
-        return next(iter(self._engines.values()))
+        return next(iter(self._engines))
 
     def all(self) -> tuple[UserExecutionEngine, ...]:
         """Every engine, oldest first."""
-        return tuple(self._engines.values())
+        return tuple(self._engines)
 
-    def items(self) -> ItemsView[str, UserExecutionEngine]:
+    def items(self) -> list[tuple[str, UserExecutionEngine]]:
         """``(engine_id, engine)`` pairs, oldest first."""
-        return self._engines.items()
+        return [(engine.engine_id, engine) for engine in self._engines]
 
     def keys(self) -> list[str]:
         """The engine ids, oldest first."""
-        return list(self._engines)
+        return [engine.engine_id for engine in self._engines]
 
     def for_user(self, user_id: str) -> tuple[UserExecutionEngine, ...]:
         """The engines of ``user_id``, oldest first."""
-        return tuple(self._by_user.get(user_id, {}).values())
+        return self._by_user.get(user_id, ())
 
     def counts(self) -> dict[str, int]:
         """``{user_id: engine count}``."""
@@ -89,7 +94,7 @@ class EngineRegistry:
     def summary(self) -> dict[str, Any]:
         """Per-engine stats; an engine whose stats fail is reported, not fatal."""
         engines: dict[str, Any] = {}
-        for engine_id, engine in self._engines.items():
+        for engine_id, engine in self.items():
             try:
                 engines[engine_id] = engine.get_user_execution_stats()
             except Exception as exc:  # noqa: BLE001 - one bad engine must not hide the rest

@@ -11,7 +11,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final
 
 from .agents import AgentRegistry, AgentResult, AgentRun, UserAgents, _ms_since
 from .context import UserExecutionContext
@@ -34,6 +35,12 @@ DEFAULT_MAX_CONCURRENT_RUNS = 4
 _LOGGED_ERROR_LENGTH = 10_000
 _PROCESS_TAG = uuid.uuid4().hex[:12]
 _engine_numbers = itertools.count(1)
+
+_NO_RUNS: Final = MappingProxyType(
+    dict.fromkeys(
+        ("runs_started", "runs_succeeded", "runs_failed", "runs_timed_out", "runs_cancelled"), 0
+    )
+)
 
 OnClosed = Callable[["UserExecutionEngine"], Awaitable[None]]
 
@@ -85,10 +92,7 @@ class UserExecutionEngine:
         self._active = True
         self._cleanup: _Cleanup | None = None  # made by the first cleanup() call
         self._runs: dict[asyncio.Task[AgentResult], AgentRun] = {}
-        self._stats = dict.fromkeys(
-            ("runs_started", "runs_succeeded", "runs_failed", "runs_timed_out", "runs_cancelled"),
-            0,
-        )
+        self._stats: dict[str, int] | None = None  # made by the first run
 
     def __repr__(self) -> str:
         state = "active" if self._active else "closed"
@@ -133,7 +137,7 @@ class UserExecutionEngine:
             "is_active": self._active,
             "active_runs": len(self._runs),
             "max_concurrent_runs": self.max_concurrent_runs,
-            **self._stats,
+            **(self._stats or _NO_RUNS),
         }
 
     async def execute_agent(
@@ -164,7 +168,7 @@ class UserExecutionEngine:
             raise
         if not done:
             await _stop(task, run, "timeout", f"timed out after {limit}s")
-            self._stats["runs_timed_out"] += 1
+            self._count("runs_timed_out")
             return _failed(run, f"Agent {agent_name!r} timed out after {limit}s", "TimeoutError")
         if task.cancelled():
             return _failed(run, run.cancel_reason or "cancelled", "CancelledError")
@@ -193,7 +197,7 @@ class UserExecutionEngine:
         self._agents.get(agent_name)  # unknown agents fail here, before any event is sent
         if len(self._runs) >= self.max_concurrent_runs:
             raise EngineBusyError(self.engine_id, self.max_concurrent_runs)
-        self._stats["runs_started"] += 1
+        self._count("runs_started")
         caller = asyncio.current_task()
         return AgentRun(self.context, agent_name, message, self.websocket_emitter, caller=caller)
 
@@ -209,7 +213,7 @@ class UserExecutionEngine:
         except Exception as exc:  # noqa: BLE001 - an agent's failure becomes its result
             if run.is_stopping:  # the agent turned its cancellation into an error
                 return await self._stopped(run, started)
-            self._stats["runs_failed"] += 1
+            self._count("runs_failed")
             logger.info(
                 "agent run failed",
                 extra={
@@ -224,15 +228,20 @@ class UserExecutionEngine:
         if run.is_stopping:  # the agent swallowed its cancellation
             return await self._stopped(run, started)
         duration = _ms_since(started)
-        self._stats["runs_succeeded"] += 1
+        self._count("runs_succeeded")
         await run.finish_completed(result, duration)
         return AgentResult(name, True, result, None, None, duration)
 
     async def _stopped(self, run: AgentRun, started: float) -> AgentResult:
         """End a stopped run with its one ``agent_stopped`` event."""
-        self._stats["runs_cancelled"] += 1
+        self._count("runs_cancelled")
         await run.finish_stopped(_ms_since(started))
         return _failed(run, run.cancel_reason or "cancelled", "CancelledError")
+
+    def _count(self, counter: str) -> None:
+        if self._stats is None:
+            self._stats = dict(_NO_RUNS)
+        self._stats[counter] += 1
 
     def _forget_run(self, task: asyncio.Task[AgentResult]) -> None:
         self._runs.pop(task, None)

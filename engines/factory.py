@@ -114,6 +114,7 @@ class ExecutionEngineFactory:
             on_error=self._reaper_failed,
             backoff=Backoff(base=0.05, cap=cleanup_interval_seconds),
         )
+        self._engine_closed = self._on_engine_closed  # one bound method for every engine
         self._closing = False
         self._shutdown_done: asyncio.Event | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
@@ -197,7 +198,7 @@ class ExecutionEngineFactory:
             engine_id=engine_id,
             max_concurrent_runs=self.max_concurrent_runs,
             agent_timeout_seconds=self.agent_timeout_seconds,
-            on_closed=self._on_engine_closed,
+            on_closed=self._engine_closed,
             clock=self._clock,
         )
 
@@ -369,16 +370,13 @@ class ExecutionEngineFactory:
 
     async def _shut_down(self, done: asyncio.Event) -> None:
         try:
-            await self._stop_reaper()
+            await self._reaper.aclose()
             await self._close_all_engines()
             await self.slot_ledger.aclose()
         finally:
             done.set()
 
     cleanup_all_contexts = shutdown  # the compatibility name
-
-    async def _stop_reaper(self) -> None:
-        await self._reaper.aclose()
 
     async def _close_all_engines(self) -> None:
         engines = self._engines.all()

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, TypeAlias
@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 ExcType: TypeAlias = type[BaseException] | None
 
 _CURRENT: ContextVar[Scope | None] = ContextVar("enginescope_scope", default=None)
+# get_current_scope() without a Python frame of its own, for the providers' resolve path.
+scope_now = _CURRENT.get
 
 
 class Scope:
@@ -54,6 +56,7 @@ class Scope:
         "_pending",
         "_torn_down",
         "closed",
+        "get",
         "is_async",
         "parent",
         "value",
@@ -68,6 +71,10 @@ class Scope:
         self.is_async = is_async  # entered with `async with`, so its teardown can await
         # provider -> instance (or done future); read through get(), dropped by forget()
         self._instances: dict[object, Any] = {}
+        # get(key, default=None): the instance cached for ``key`` in this scope (a done
+        # future when it was async), else ``default``; never looks at the parent scope.
+        # The dict's own method: a warm resolve is one C call, not a Python frame.
+        self.get: Callable[..., Any] = self._instances.get
         self._pending: dict[object, Creation] = {}
         self._finalizers: list[Finalizer] = []
         self._torn_down = False
@@ -83,11 +90,6 @@ class Scope:
     def depth(self) -> int:
         """How many scopes enclose this one (0 for an outermost scope)."""
         return 0 if self.parent is None else self.parent.depth + 1
-
-    def get(self, key: object, default: Any = None) -> Any:
-        """The instance cached for ``key`` in this scope (a done future when it was async),
-        else ``default``. Never looks at the parent scope."""
-        return self._instances.get(key, default)
 
     def forget(self, key: object) -> None:
         """Drop the instance cached for ``key``; the next resolve creates a new one.

@@ -11,7 +11,7 @@ from dependency_injector import providers
 from enginescope.providers._creation import Creation, DriverCancelledError
 from enginescope.providers._finalizers import acquire_async, acquire_sync, needs_async
 from enginescope.providers.errors import ScopeUsageError
-from enginescope.providers.scope import Scope, get_current_scope, require_open_scope
+from enginescope.providers.scope import Scope, require_open_scope, scope_now
 
 __all__ = ["Scoped"]
 
@@ -127,7 +127,7 @@ class Scoped(providers.Provider[T]):
 
         Its teardown still runs when the scope closes. Outside every scope: nothing to do.
         """
-        current = get_current_scope()
+        current = scope_now()
         if current is not None:
             current.forget(self)
 
@@ -141,17 +141,18 @@ class Scoped(providers.Provider[T]):
         """Resolve. The instance already cached in the current scope is returned directly,
         skipping dependency-injector's generic call machinery (which costs more than the
         lookup itself); a first resolve, an override or call arguments go through it."""
-        current = get_current_scope()
-        if current is not None and not (args or kwargs) and self.last_overriding is None:
+        current = scope_now()
+        if current is not None and not (args or kwargs):
             value = current.get(self, _MISSING)
-            if isinstance(value, asyncio.Future) or (  # async results are cached as futures
-                value is not _MISSING and not self.is_async_mode_enabled()
-            ):
+            if (
+                isinstance(value, asyncio.Future)  # async results are cached as futures
+                or (value is not _MISSING and not self.is_async_mode_enabled())
+            ) and self.last_overriding is None:
                 return value
         return super().__call__(*args, **kwargs)
 
     def _provide(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        current = get_current_scope()
+        current = scope_now()
         if current is not None and not (args or kwargs):
             value = current.get(self, _MISSING)
             if value is not _MISSING:

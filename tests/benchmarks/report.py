@@ -1,6 +1,9 @@
-"""Turn pytest-benchmark's JSON into the markdown table that ``scripts/bench`` prints.
+"""Turn pytest-benchmark's JSON into the markdown tables that ``scripts/bench`` prints.
 
-Usage: ``python tests/benchmarks/report.py build/bench.json > build/bench.md``
+Usage: ``python tests/benchmarks/report.py build/bench.json > build/bench.md``, or with one
+JSON file per Python (``build/bench-3.11.json build/bench-3.12.json ...``): a table of the
+ratios and targets with a column per Python version (``machine_info.python_version``), then
+each version's full table.
 
 One row per benchmark of ours: its median per operation, the group's peer (or baseline)
 median, the ratio ours/reference, what else it measured, and each target with whether it is
@@ -8,15 +11,17 @@ met. A benchmark records in ``extra_info`` (``Bench.record`` in ``conftest.py``)
 ("ours", "peer" or "baseline"), ``ops`` per round, and optionally ``rate_unit`` (the row
 then shows operations per second), ``metrics``, ``note`` and ``targets``. Target keys:
 ``max_us`` (our median per operation), ``max_ratio`` (ours/reference), ``min_rate``
-(operations per second), ``min_rate_ratio`` (our rate over the reference's), ``max_<metric>`` and ``min_<metric>`` for a recorded metric.
+(operations per second), ``min_rate_ratio`` (our rate over the reference's),
+``max_<metric>`` and ``min_<metric>`` for a recorded metric.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 Bench = Mapping[str, Any]
 
@@ -53,19 +58,48 @@ def measured(bench: Bench, ratio: float | None) -> dict[str, float]:
     return numbers
 
 
-def check_target(key: str, limit: float, numbers: Mapping[str, float]) -> str:
-    """``"ratio <= 2: met (1.4)"`` or ``"... MISSED (x1.3 over)"`` for one target."""
+class Target(NamedTuple):
+    """One target checked against what was measured; ``met`` is ``None`` if not measured."""
+
+    name: str
+    sign: str
+    limit: float
+    actual: float | None
+    met: bool | None
+
+    @property
+    def text(self) -> str:
+        return f"{self.name} {self.sign} {format_number(self.limit)}"
+
+    @property
+    def off(self) -> float:
+        """How far the measure is from the limit, as a factor (1.0 or more when missed)."""
+        assert self.actual is not None
+        return self.actual / self.limit if self.sign == "<=" else self.limit / self.actual
+
+
+def evaluate_target(key: str, limit: float, numbers: Mapping[str, float]) -> Target:
+    """The target ``key`` (``max_us``, ``min_rate``, ...) with ``limit``, checked."""
     bound, _, name = key.partition("_")
-    sign = "<=" if bound == "max" else ">="
-    text = f"{name} {sign} {format_number(limit)}"
     actual = numbers.get(name)
     if actual is None:
-        return f"{text}: NOT MEASURED"
+        return Target(name, "<=" if bound == "max" else ">=", limit, None, None)
     met = actual <= limit if bound == "max" else actual >= limit
-    if met:
-        return f"{text}: met ({format_number(actual)})"
-    off = actual / limit if bound == "max" else limit / actual
-    return f"{text}: MISSED ({format_number(actual)}, {off:.2f}x off)"
+    return Target(name, "<=" if bound == "max" else ">=", limit, actual, met)
+
+
+def format_target(target: Target) -> str:
+    """``"ratio <= 2: met (1.4)"``, ``"... MISSED (2.6, 1.30x off)"`` or ``"...: NOT MEASURED"``."""
+    if target.actual is None:
+        return f"{target.text}: NOT MEASURED"
+    if target.met:
+        return f"{target.text}: met ({format_number(target.actual)})"
+    return f"{target.text}: MISSED ({format_number(target.actual)}, {target.off:.2f}x off)"
+
+
+def check_target(key: str, limit: float, numbers: Mapping[str, float]) -> str:
+    """``"ratio <= 2: met (1.4)"`` or ``"ratio <= 2: MISSED (2.6, 1.30x off)"``."""
+    return format_target(evaluate_target(key, limit, numbers))
 
 
 def describe(bench: Bench) -> str:
@@ -79,24 +113,74 @@ def describe(bench: Bench) -> str:
     return ", ".join(parts)
 
 
-def row(group: str, ours: Bench, reference: Bench | None) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class Row:
+    """One benchmark of ours beside its group's reference, with its targets checked."""
+
+    label: str
+    ours: float
+    reference: float | None
+    reference_name: str
+    measured: str
+    targets: tuple[Target, ...]
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.reference is None else self.ours / self.reference
+
+    def cells(self) -> tuple[str, ...]:
+        """The row of the one-version table, in the order of ``HEADER``."""
+        return (
+            self.label,
+            format_seconds(self.ours),
+            ""
+            if self.reference is None
+            else f"{format_seconds(self.reference)} ({self.reference_name})",
+            "" if self.ratio is None else f"{self.ratio:.2f}x",
+            self.measured,
+            "; ".join(map(format_target, self.targets)) or "(report only)",
+        )
+
+    def summary(self) -> str:
+        """The cell of one Python in the table across versions: the ratio and times, the
+        other numbers a target names, then ``met`` or what was missed and by how much."""
+        parts = [format_seconds(self.ours)]
+        if self.reference is not None:
+            parts = [f"{self.ratio:.2f}x ({parts[0]} vs {format_seconds(self.reference)})"]
+        parts += [
+            f"{t.name}={format_number(t.actual)}"
+            for t in self.targets
+            if t.actual is not None and t.name not in ("us", "ratio")
+        ]
+        if not self.targets:
+            return ", ".join(parts)
+        missed = [
+            f"{t.text} (not measured)" if t.actual is None else f"{t.text} ({t.off:.2f}x off)"
+            for t in self.targets
+            if not t.met
+        ]
+        return ", ".join(parts) + (": MISSED " + ", ".join(missed) if missed else ": met")
+
+
+def row(group: str, ours: Bench, reference: Bench | None) -> Row:
     ratio = per_op(ours) / per_op(reference) if reference is not None else None
     numbers = measured(ours, ratio)
-    targets = [
-        check_target(k, v, numbers) for k, v in ours["extra_info"].get("targets", {}).items()
-    ]
     variant = ours["name"].partition("[")[2].rstrip("]")
-    return (
-        f"{group} [{variant}]" if variant else group,
-        format_seconds(per_op(ours)),
-        "" if reference is None else f"{format_seconds(per_op(reference))} ({reference['name']})",
-        "" if ratio is None else f"{ratio:.2f}x",
-        "; ".join(filter(None, [describe(ours)] + ([describe(reference)] if reference else []))),
-        "; ".join(targets) or "(report only)",
+    return Row(
+        label=f"{group} [{variant}]" if variant else group,
+        ours=per_op(ours),
+        reference=None if reference is None else per_op(reference),
+        reference_name="" if reference is None else reference["name"],
+        measured="; ".join(
+            filter(None, [describe(ours)] + ([describe(reference)] if reference else []))
+        ),
+        targets=tuple(
+            evaluate_target(k, v, numbers) for k, v in ours["extra_info"].get("targets", {}).items()
+        ),
     )
 
 
-def rows(benches: Iterable[Bench]) -> list[tuple[str, ...]]:
+def rows(benches: Iterable[Bench]) -> list[Row]:
     """One row per benchmark of ours, compared with the first peer or baseline of its group."""
     groups: dict[str, list[Bench]] = {}
     for bench in benches:
@@ -109,21 +193,77 @@ def rows(benches: Iterable[Bench]) -> list[tuple[str, ...]]:
     return table
 
 
+def markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in body]
+
+
+def python_version(data: Mapping[str, Any]) -> str:
+    """The Python a run was measured on, as pytest-benchmark recorded it."""
+    return str(data.get("machine_info", {}).get("python_version", "?"))
+
+
 def render(data: Mapping[str, Any]) -> str:
     """The markdown table, then the machine it was measured on."""
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows(data["benchmarks"])]
+    lines = markdown_table(HEADER, (r.cells() for r in rows(data["benchmarks"])))
     machine = data.get("machine_info", {})
     cpu = machine.get("cpu", {})
-    python = machine.get("python_version", "?")
     where = f"{cpu.get('brand_raw', '?')} ({cpu.get('count', '?')} CPUs)"
-    lines += ["", f"Python {python}, {where}, {data.get('datetime', '')}."]
+    lines += ["", f"Python {python_version(data)}, {where}, {data.get('datetime', '')}."]
+    return "\n".join(lines) + "\n"
+
+
+def labels(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``Python 3.12.1`` per run; a version measured twice gets ``(2)``, ``(3)``..."""
+    seen: dict[str, int] = {}
+    named = []
+    for data in runs:
+        label = f"Python {python_version(data)}"
+        seen[label] = seen.get(label, 0) + 1
+        named.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
+    return named
+
+
+def render_versions(runs: Sequence[Mapping[str, Any]]) -> str:
+    """One run: its table. Several (one per Python): the ratios and targets with a column
+    per version, then each version's full table."""
+    if len(runs) == 1:
+        return render(runs[0])
+    names = labels(runs)
+    by_run = [{r.label: r for r in rows(data["benchmarks"])} for data in runs]
+    order = list(dict.fromkeys(label for table in by_run for label in table))
+    body = []
+    for label in order:
+        found = [table.get(label) for table in by_run]
+        targets = next(r.targets for r in found if r is not None)
+        body.append(
+            (
+                label,
+                "; ".join(t.text for t in targets) or "(report only)",
+                *("not run" if r is None else r.summary() for r in found),
+            )
+        )
+    lines = [
+        "Ratio ours/reference and medians per operation, one column per Python; each",
+        "column is its own run: compare the ratios (both sides ran in the same process),",
+        "not times across columns.",
+        "",
+        *markdown_table(("group", "target", *names), body),
+    ]
+    for name, data in zip(names, runs, strict=True):
+        lines += ["", f"## {name}", "", render(data).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> int:
-    with open(argv[1], encoding="utf-8") as handle:
-        sys.stdout.write(render(json.load(handle)))
+    runs = []
+    for path in argv[1:]:
+        with open(path, encoding="utf-8") as handle:
+            runs.append(json.load(handle))
+    if not runs:
+        sys.stderr.write("usage: report.py BENCH.json [BENCH-3.12.json ...]\n")
+        return 2
+    sys.stdout.write(render_versions(runs))
     return 0
 
 

@@ -193,7 +193,7 @@ def test_warm_resolve(
         ops=RESOLVES,
         rounds=50,
         role="ours",
-        targets={"max_us": 1.0, "max_ratio": 2.0},
+        targets={"max_us": 0.3, "max_ratio": 1.5},
         note=f"a round also enters one scope and creates its engine, shared by {RESOLVES:,}",
     )
 

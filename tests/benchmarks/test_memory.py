@@ -38,7 +38,7 @@ def traced_bytes(build: Callable[[], Any]) -> tuple[Any, int]:
 def test_bytes_per_idle_engine(
     bench: Any, contexts: Callable[..., list[UserExecutionContext]]
 ) -> None:
-    """100,000 idle engines cost at most 4 KiB each, all of them registered and active."""
+    """100,000 idle engines cost at most 1 KiB each, all of them registered and active."""
     count = 100_000 if bench.full else 10_000
     users = contexts(count)
     factory = ExecutionEngineFactory(
@@ -58,7 +58,7 @@ def test_bytes_per_idle_engine(
     bench.record(
         role="ours",
         ops=count,
-        targets={"max_bytes_per_engine": 4096},
+        targets={"max_bytes_per_engine": 1024},
         note="the time is filling the factory under tracemalloc",
     )
     bench.benchmark.pedantic(populate, rounds=1)  # one fill: the engines stay for the checks

@@ -40,7 +40,7 @@ class Population:
         """The smallest population is the baseline the others are compared with."""
         if self.size == min(SIZES.values()):
             return {"role": "baseline"}
-        return {"role": "ours", "targets": {"max_ratio": 1.5}}
+        return {"role": "ours", "targets": {"max_ratio": 1.2}}
 
     def create_batch(self) -> None:
         self.made = self.loop.run_until_complete(self._create())

@@ -233,6 +233,18 @@ class TestEngineIdentity:
         engines = [make_engine(RecordingBridge(), AgentRegistry()) for _ in range(1000)]
         assert len({engine.engine_id for engine in engines}) == 1000
 
+    async def test_an_idle_engine_counts_zero_runs_of_its_own(
+        self, bridge: RecordingBridge, registry: AgentRegistry
+    ) -> None:
+        """An engine that never ran reports every run counter as 0, whatever others ran."""
+        busy, idle = make_engine(bridge, registry), make_engine(bridge, registry)
+        await busy.execute_agent("demo", "hi")
+        counters = ("runs_started", "runs_succeeded", "runs_failed")
+        assert [(1, 1, 0), (0, 0, 0)] == [
+            tuple(engine.get_user_execution_stats()[name] for name in counters)
+            for engine in (busy, idle)
+        ]
+
     async def test_stats_and_repr(self, bridge: RecordingBridge, registry: AgentRegistry) -> None:
         """Stats describe the engine and its runs; the repr names the user."""
         engine = make_engine(bridge, registry, user_id="u-42")

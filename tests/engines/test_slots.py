@@ -33,6 +33,22 @@ class TestInMemorySlotLedger:
             repr(ledger),
         ) == (0, 0, "<InMemorySlotLedger users=0 slots=0>")
 
+    async def test_a_slot_taken_twice_is_held_once(self) -> None:
+        """Acquiring a slot the user already holds counts it once; one release frees it."""
+        ledger = InMemorySlotLedger()
+        assert [1, 1] == [await ledger.acquire("u", "a", 2) for _ in range(2)]
+        assert await ledger.release("u", "a")
+        assert (0, False) == (ledger.count("u"), await ledger.release("u", "a"))
+
+    async def test_releasing_one_slot_keeps_the_others_in_order(self) -> None:
+        """Releasing a user's middle slot leaves the other two held and the user known."""
+        ledger = InMemorySlotLedger()
+        for slot_id in ("a", "b", "c"):
+            await ledger.acquire("u", slot_id, 3)
+        assert await ledger.release("u", "b")
+        assert (2, 3) == (ledger.count("u"), await ledger.acquire("u", "d", 3))
+        assert (False, True) == (await ledger.release("u", "b"), await ledger.release("u", "c"))
+
     async def test_users_are_independent(self) -> None:
         """One user's full ledger does not affect another user."""
         ledger = InMemorySlotLedger()

@@ -75,7 +75,7 @@ def _check_ledger(factory: ExecutionEngineFactory, contexts: dict[str, int]) -> 
             f"user {user_id!r}: {contexts.get(user_id, 0)} engines but "
             f"{ledger.count(user_id)} slots"
         )
-        held = ledger._slots.get(user_id, set())
+        held = set(ledger._slots.get(user_id, ()))
         registered = {engine.engine_id for engine in factory.engines_for_user(user_id)}
         assert held == registered, f"user {user_id!r}: slots {held} != engines {registered}"
 
