@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import unicodedata
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
+from itertools import repeat
 from types import MappingProxyType
-from typing import Any, NamedTuple, Self, cast
+from typing import Annotated, Any, NamedTuple, Self, cast
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetPydanticSchema,
     ValidationError,
+    WithJsonSchema,
     field_serializer,
     field_validator,
 )
+from pydantic_core import core_schema
 
 from ._lifecycle import check_positive
 from .errors import InvalidContextError, InvalidSettingError
@@ -58,15 +63,21 @@ PLACEHOLDER_IDS = frozenset(
     }
 )
 RESERVED_METADATA_KEYS = frozenset({"user_id", "thread_id", "run_id", "request_id"})
-_ID_FIELDS = ("user_id", "thread_id", "run_id", "request_id", "websocket_client_id")
+
+
+_spare_request_ids: list[str] = []
+os.register_at_fork(after_in_child=_spare_request_ids.clear)  # a forked child reads its own
 
 
 def _new_request_id() -> str:
-    return uuid.uuid4().hex
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+    """32 random hex digits, the form of ``uuid4().hex`` from the same ``os.urandom``, read
+    64 ids at a time (one system call for 64 contexts)."""
+    try:
+        return _spare_request_ids.pop()  # atomic: threads never get the same id
+    except IndexError:
+        block = os.urandom(16 * 64).hex()
+        _spare_request_ids.extend(block[start : start + 32] for start in range(32, len(block), 32))
+        return block[:32]
 
 
 def check_identifier(value: object) -> str:
@@ -119,6 +130,26 @@ def _unprintable_reason(value: str) -> str:
         f"must not contain invisible or deceptive characters ({code}, {kind}, at index "
         f"{index}); use printable characters only"
     )
+
+
+def _identifier_schema(_source: object, _handler: object) -> core_schema.CoreSchema:
+    """An id field's schema: an id of visible ASCII characters (no spaces) with one that no
+    placeholder has (a character other than a letter or ``/``) is checked by pydantic-core
+    alone; any other value goes on to :func:`check_identifier`, which accepts it or says why
+    not."""
+    quick = core_schema.str_schema(
+        strict=True,
+        max_length=MAX_ID_LENGTH,
+        pattern=r"^[!-~]*[!-~--A-Za-z/][!-~]*$",  # [a--b]: the characters of a not in b
+        regex_engine="rust-regex",  # where $ is the end of the text, never before a newline
+    )
+    full = core_schema.no_info_plain_validator_function(check_identifier)
+    return core_schema.union_schema([quick, full], mode="left_to_right")
+
+
+_Identifier = Annotated[
+    str, GetPydanticSchema(_identifier_schema), WithJsonSchema({"type": "string"})
+]
 
 
 def require_identifier(field: str, value: object) -> str:
@@ -267,11 +298,14 @@ def _check_metadata(value: object) -> Mapping[str, Any]:
 
 
 def _to_context_error(exc: ValidationError) -> InvalidContextError:
-    first = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    where = errors[0]["loc"][:1]
+    # An id refused by both checks of _identifier_schema has two errors; the last says why.
+    first = [error for error in errors if error["loc"][:1] == where][-1]
     cause = first.get("ctx", {}).get("error")
     if isinstance(cause, InvalidContextError):  # raised by __init__ inside model_validate
         return cause
-    field = ".".join(str(part) for part in first["loc"]) or "context"
+    field = ".".join(str(part) for part in where) or "context"
     reason = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         reason = "is not a field of UserExecutionContext"
@@ -289,17 +323,18 @@ class UserExecutionContext(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
-    user_id: str
-    thread_id: str
-    run_id: str
-    request_id: str = Field(default_factory=_new_request_id)
-    websocket_client_id: str | None = None
-    created_at: datetime = Field(default_factory=_utcnow)
-    metadata: Mapping[str, Any] = Field(default_factory=lambda: MappingProxyType({}))
+    user_id: _Identifier
+    thread_id: _Identifier
+    run_id: _Identifier
+    request_id: _Identifier = Field(default_factory=_new_request_id)
+    websocket_client_id: _Identifier | None = None
+    created_at: datetime = Field(default_factory=partial(datetime.now, UTC))
+    # Contexts without metadata share one empty read-only mapping, handed out by C code.
+    metadata: Mapping[str, Any] = Field(default_factory=repeat(MappingProxyType({})).__next__)
 
     def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
+        try:  # what BaseModel.__init__ does, without a second frame and a second **data
+            self.__pydantic_validator__.validate_python(data, self_instance=self)
         except ValidationError as exc:
             raise _to_context_error(exc) from None
 
@@ -310,16 +345,6 @@ class UserExecutionContext(BaseModel):
             return super().model_validate(obj, **kwargs)
         except ValidationError as exc:
             raise _to_context_error(exc) from None
-
-    @field_validator("user_id", "thread_id", "run_id", "request_id", mode="before")
-    @classmethod
-    def _validate_id(cls, value: object) -> str:
-        return check_identifier(value)
-
-    @field_validator("websocket_client_id", mode="before")
-    @classmethod
-    def _validate_optional_id(cls, value: object) -> str | None:
-        return None if value is None else check_identifier(value)
 
     @field_validator("created_at", mode="after")
     @classmethod

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 class Outcome:
     """What a teardown produced: ordinary failures and the first fatal interruption."""
 
+    __slots__ = ("failures", "fatal")
+
     def __init__(self) -> None:
         self.failures: list[Exception] = []
         self.fatal: BaseException | None = None
@@ -123,19 +125,24 @@ async def run_shielded(start: Callable[[], Coroutine[Any, Any, Outcome]]) -> Out
         return outcome
 
 
+_ORDINARY = (Exception, type(None))  # what a scope's body may raise without interrupting it
+
+
 def raise_outcome(scope: object, outcome: Outcome, body: BaseException | None) -> None:
     """Raise what the scope's exit must raise; return when the body's error stands alone.
 
     Failures become one ``ScopeTeardownError`` whose cause is the body's exception. A fatal
     interruption (cancellation, ``KeyboardInterrupt``) wins over failures, which are logged.
     """
+    if not outcome.failures and outcome.fatal is None and isinstance(body, _ORDINARY):
+        return  # the common exit: nothing failed, nothing interrupted
     group = None
     if outcome.failures:
         count = len(outcome.failures)
         group = ScopeTeardownError(
             f"{count} finalizer(s) of {scope} failed; see the grouped exceptions", outcome.failures
         )
-    interrupt = outcome.fatal or (body if not isinstance(body, Exception | None) else None)
+    interrupt = outcome.fatal or (body if not isinstance(body, _ORDINARY) else None)
     if interrupt is not None:
         _log_suppressed(scope, group, interrupt)
         if interrupt is body:

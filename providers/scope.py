@@ -142,21 +142,23 @@ class Scope:
         self._torn_down = True
         return outcome
 
-    async def _exit_async(self, exc: BaseException | None) -> Outcome:
-        """Release what can be released at once in this task; only what must be awaited
-        goes to the shielded teardown (a task), newest first all the same."""
+    def _release_now(self, exc: BaseException | None) -> Outcome:
+        """Close, and release at once, in this task, what needs no awaiting."""
         self._close()
         outcome = Outcome()
         if not self._pending:
             release_ready(self._finalizers, exc, outcome)
         if not self._pending and not self._finalizers:
             self._torn_down = True  # nothing was awaited, so nothing could be interrupted
-            return outcome
+        return outcome
+
+    async def _release_rest(self, exc: BaseException | None) -> Outcome:
+        """What :meth:`_release_now` left: in the shielded teardown (a task), newest first
+        all the same."""
         try:
-            rest = await run_shielded(lambda: teardown_async(self._finalizers, self._pending, exc))
+            return await run_shielded(lambda: teardown_async(self._finalizers, self._pending, exc))
         finally:
             self._torn_down = True
-        return outcome.merge(rest)
 
 
 class ScopeContextManager:
@@ -177,7 +179,6 @@ class ScopeContextManager:
             raise ScopeUsageError(f"{self!r} was already entered; call scope(value) again.")
         self._scope = Scope(self._value, parent=_CURRENT.get(), is_async=is_async)
         self._token = _CURRENT.set(self._scope)
-        logger.debug("Scope entered", extra={"scope": self._scope})
         return self._scope
 
     def _leave(self) -> Scope:
@@ -188,10 +189,6 @@ class ScopeContextManager:
     def _reset(self, scope: Scope, outcome: Outcome, exc: BaseException | None) -> None:
         assert self._token is not None  # noqa: S101 - set by _enter, checked by _leave
         _CURRENT.reset(self._token)
-        logger.debug(
-            "Scope exited",
-            extra={"scope": scope, "failures": len(outcome.failures), "error": exc},
-        )
         raise_outcome(scope, outcome, exc)
 
     def __enter__(self) -> Scope:
@@ -216,7 +213,10 @@ class ScopeContextManager:
         tb: TracebackType | None,
     ) -> None:
         scope = self._leave()
-        self._reset(scope, await scope._exit_async(exc), exc)
+        outcome = scope._release_now(exc)
+        if not scope._torn_down:  # something must be awaited: no extra coroutine otherwise
+            outcome.merge(await scope._release_rest(exc))
+        self._reset(scope, outcome, exc)
 
 
 def scope(value: object) -> ScopeContextManager:

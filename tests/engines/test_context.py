@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import unicodedata
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -43,10 +45,11 @@ class TestValidContext:
         assert (ctx.user_id, ctx.thread_id, ctx.run_id) == ("user-42", "thread-7", "run-1")
 
     def test_defaults(self) -> None:
-        """request_id is a fresh uuid4 hex, created_at is UTC now, metadata is empty."""
+        """request_id is 32 fresh random hex digits, created_at is UTC now, metadata is empty."""
         before = datetime.now(UTC)
         first, second = UserExecutionContext(**VALID), UserExecutionContext(**VALID)
         assert len(first.request_id) == 32
+        assert set(first.request_id) <= set("0123456789abcdef")
         assert first.request_id != second.request_id
         assert first.created_at.tzinfo == UTC
         assert before <= first.created_at <= datetime.now(UTC)
@@ -68,6 +71,13 @@ class TestValidContext:
         assert dict(ctx.metadata) == {"tags": ["a"], "nested": {"k": 1}}
         with pytest.raises(TypeError):
             ctx.metadata["new"] = 1  # type: ignore[index]
+
+    def test_default_metadata_is_empty_and_read_only(self) -> None:
+        """The empty metadata of a context built without any is read-only; the next is empty."""
+        first = UserExecutionContext(**VALID)
+        with pytest.raises(TypeError):
+            first.metadata["new"] = 1  # type: ignore[index]
+        assert {} == dict(UserExecutionContext(**VALID).metadata)
 
     def test_created_at_is_converted_to_utc(self) -> None:
         """An aware timestamp in another zone is stored in UTC."""
@@ -92,6 +102,40 @@ class TestValidContext:
     def test_repr_names_the_user(self) -> None:
         """The repr says whose context it is."""
         assert "user_id='user-42'" in repr(UserExecutionContext(**VALID))
+
+
+class TestRequestIds:
+    def test_threads_never_get_the_same_id(self) -> None:
+        """Contexts built at once in many threads all get different request ids."""
+
+        def build(count: int) -> list[str]:
+            return [UserExecutionContext(**VALID).request_id for _ in range(count)]
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            ids = [rid for batch in pool.map(build, [500] * 8) for rid in batch]
+
+        assert 4000 == len(set(ids))
+
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+    @pytest.mark.filterwarnings("ignore:.*fork:DeprecationWarning")
+    def test_a_forked_child_never_repeats_its_parents_ids(self) -> None:
+        """After a fork, the child's request ids are not those the parent hands out next."""
+        UserExecutionContext(**VALID)  # the parent now holds ids read ahead
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            try:
+                os.write(write, UserExecutionContext(**VALID).request_id.encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        with os.fdopen(read) as pipe:
+            child_id = pipe.read()
+
+        parent_ids = {UserExecutionContext(**VALID).request_id for _ in range(64)}
+        assert 32 == len(child_id)
+        assert child_id not in parent_ids
 
 
 INVALID = [
@@ -286,6 +330,67 @@ class TestPlaceholderSpellings:
 
         assert "user_id" == caught.value.field
         assert "placeholder" in str(caught.value)
+
+
+ALL_ID_FIELDS = (*_ID_FIELDS, "request_id", "websocket_client_id")
+any_id = st.one_of(
+    st.text(max_size=300),
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=300),
+    st.text(alphabet="abNUL/ \n", max_size=12),
+    st.sampled_from(sorted(PLACEHOLDER_IDS)).map(str.upper),
+    st.integers(),
+    st.binary(max_size=4),
+)
+
+
+def reason_for(value: object) -> str | None:
+    """What check_identifier says of ``value``: ``None`` when it accepts it."""
+    try:
+        check_identifier(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+class TestOneIdentifierRule:
+    @given(field=st.sampled_from(ALL_ID_FIELDS), value=any_id)
+    def test_the_model_accepts_what_check_identifier_accepts(
+        self, field: str, value: object
+    ) -> None:
+        """Every id field keeps what check_identifier accepts and refuses the rest with
+        check_identifier's reason, naming the field."""
+        expected = reason_for(value)
+        try:
+            ctx = UserExecutionContext(**with_(**{field: value}))
+        except InvalidContextError as exc:
+            assert (field, expected) == (exc.field, exc.reason)  # noqa: PT017 - both outcomes checked
+        else:
+            assert (None, value) == (expected, getattr(ctx, field))
+
+    @pytest.mark.parametrize(
+        ("value", "reason"),
+        [
+            pytest.param("user-42\n", "control characters (U+000A at index 7)", id="final-newline"),
+            pytest.param("n/a", "placeholder value ('n/a')", id="n/a"),
+            pytest.param("N/A", "placeholder value ('N/A')", id="N/A"),
+            pytest.param("Changeme", "placeholder value ('Changeme')", id="letters-only"),
+            pytest.param("u" * 257, "at most 256 characters, got 257", id="letters-too-long"),
+            pytest.param("7" * 257, "at most 256 characters, got 257", id="digits-too-long"),
+            pytest.param("r-1 ", "leading or trailing whitespace", id="trailing-space"),
+        ],
+    )
+    def test_edge_cases_get_check_identifiers_reason(self, value: str, reason: str) -> None:
+        """Ids at the edges of the quick ASCII check get the reason check_identifier gives."""
+        with pytest.raises(InvalidContextError) as caught:
+            UserExecutionContext(**with_(run_id=value))
+
+        assert "run_id" == caught.value.field
+        assert reason in caught.value.reason
+
+    @pytest.mark.parametrize("value", ["alice", "a/b", "7" * 256, "x" * 256, "n a", "~"])
+    def test_ids_off_the_quick_path_are_accepted(self, value: str) -> None:
+        """Letters-only ids, slashes, inner spaces, one character, the longest ids: all kept."""
+        assert value == UserExecutionContext(**with_(run_id=value)).run_id
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from enginescope.containers import EngineContainer, user_scope
 from enginescope.engines import (
     AgentRegistry,
     AgentWebSocketBridge,
+    ConnectionLimitError,
     EngineBusyError,
     EngineClosedError,
     ExecutionEngineFactory,
@@ -70,7 +71,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.gate = Gate()
         registry = AgentRegistry()
         registry.register("gated", gated_agent(self.gate))
-        self.bridge = AgentWebSocketBridge(queue_size=64)
+        self.bridge = AgentWebSocketBridge(queue_size=64, max_connections_per_user=4)
         self.factory = ExecutionEngineFactory(
             self.bridge,
             agent_registry=registry,
@@ -335,7 +336,15 @@ class EngineMachine(RuleBasedStateMachine):
     def connect(self, user_id: str) -> None:
         async def connect() -> None:
             socket = FakeSocket(f"{user_id}-{len(self.sockets[user_id])}")
-            self.bridge.register_connection(user_id, socket)
+            live = len(self.bridge.connections_for(user_id))
+            full = live >= self.bridge.max_connections_per_user
+            try:
+                self.bridge.register_connection(user_id, socket)
+            except ConnectionLimitError:
+                assert full  # refused only at the per-user cap, and nothing was registered
+                assert live == len(self.bridge.connections_for(user_id))
+                return
+            assert not full
             self.sockets[user_id].append(socket)
 
         self.run(connect())
