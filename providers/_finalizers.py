@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import types
 from collections.abc import AsyncGenerator, Generator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Protocol
@@ -122,16 +123,16 @@ class _AsyncContextManagerFinalizer:
 
 
 def _is_awaitable_result(raw: object) -> bool:
-    return inspect.iscoroutine(raw) or asyncio.isfuture(raw)
+    return isinstance(raw, types.CoroutineType) or asyncio.isfuture(raw)
 
 
 def needs_async(raw: object) -> bool:
     """Tell whether acquiring ``raw`` needs an event loop (async CMs win over sync CMs)."""
-    return (
-        _is_awaitable_result(raw)
-        or inspect.isasyncgen(raw)
-        or isinstance(raw, AbstractAsyncContextManager)
-    )
+    return isinstance(raw, _ASYNC_RAW) or asyncio.isfuture(raw)
+
+
+# Coroutines, async generators and async context managers: acquired with `await`.
+_ASYNC_RAW = (types.CoroutineType, types.AsyncGeneratorType, AbstractAsyncContextManager)
 
 
 def acquire_sync(raw: object, owner: object) -> tuple[Any, Finalizer | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import types
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -37,10 +38,11 @@ class Scoped(providers.Provider[T]):
     ``ContextLocalSingleton.reset()`` does.
     """
 
-    __slots__ = ("_callable",)
+    __slots__ = ("_callable", "_plan")
 
     def __init__(self, provides: Any = None, *args: Any, **kwargs: Any) -> None:
         self._callable: providers.Callable[Any] = providers.Callable(provides, *args, **kwargs)
+        self._plan: _Plan | None = None  # how to resolve the injections, made on first use
         super().__init__()
 
     def __repr__(self) -> str:
@@ -95,31 +97,37 @@ class Scoped(providers.Provider[T]):
     def set_args(self, *args: Any) -> Scoped[T]:
         """Replace the positional injections."""
         self._callable.set_args(*args)
+        self._plan = None
         return self
 
     def add_args(self, *args: Any) -> Scoped[T]:
         """Append positional injections."""
         self._callable.add_args(*args)
+        self._plan = None
         return self
 
     def clear_args(self) -> Scoped[T]:
         """Drop every positional injection."""
         self._callable.clear_args()
+        self._plan = None
         return self
 
     def set_kwargs(self, **kwargs: Any) -> Scoped[T]:
         """Replace the keyword injections."""
         self._callable.set_kwargs(**kwargs)
+        self._plan = None
         return self
 
     def add_kwargs(self, **kwargs: Any) -> Scoped[T]:
         """Add (or replace) keyword injections."""
         self._callable.add_kwargs(**kwargs)
+        self._plan = None
         return self
 
     def clear_kwargs(self) -> Scoped[T]:
         """Drop every keyword injection."""
         self._callable.clear_kwargs()
+        self._plan = None
         return self
 
     def reset(self) -> None:
@@ -181,16 +189,20 @@ class Scoped(providers.Provider[T]):
         dependency-injector's own gathering of them takes several trips through the loop;
         a started Resource is read without the call, which wraps it in a new future.
         """
-        if self.is_async_mode_undefined() and any(map(_is_async_resource, self._injections())):
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = _Plan(self.args, self.kwargs)
+        if (
+            plan.resources
+            and self.is_async_mode_undefined()
+            and any(resource.is_async_mode_enabled() for resource in plan.resources)
+        ):
             self.enable_async_mode()  # injected as its value, it is still async to resolve
-        args = [_inject(value) for value in self.args]
-        kwargs = {name: _inject(value) for name, value in self.kwargs.items()}
-        if any(map(_is_async, (*args, *kwargs.values()))):
+        args = [_inject(kind, value) for kind, value in plan.positional]
+        kwargs = {name: _inject(kind, value) for name, kind, value in plan.named}
+        if any(map(_is_async, args)) or any(map(_is_async, kwargs.values())):
             return self._call_when_ready(args, kwargs)
         return self.provides(*args, **kwargs)
-
-    def _injections(self) -> tuple[Any, ...]:
-        return (*self.args, *self.kwargs.values())
 
     async def _call_when_ready(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
         values = await _gathered((*args, *kwargs.values()))
@@ -224,21 +236,36 @@ class Scoped(providers.Provider[T]):
         return value
 
 
-def _inject(value: Any) -> Any:
-    """An injection's value: a provider is called (unless delegated), anything else is itself."""
+_VALUE, _CALL, _RESOURCE = "value", "call", "resource"
+
+
+class _Plan:
+    """How a ``Scoped`` resolves its injections, worked out once per set of injections:
+    each is a plain value (also a delegated provider), a provider to call, or a Resource."""
+
+    __slots__ = ("named", "positional", "resources")
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.positional = tuple((_kind(value), value) for value in args)
+        self.named = tuple((name, _kind(value), value) for name, value in kwargs.items())
+        self.resources = tuple(
+            value for value in (*args, *kwargs.values()) if _kind(value) is _RESOURCE
+        )
+
+
+def _kind(value: Any) -> str:
     if not providers.is_provider(value) or providers.is_delegated(value):
+        return _VALUE
+    return _RESOURCE if isinstance(value, providers.Resource) else _CALL
+
+
+def _inject(kind: str, value: Any) -> Any:
+    """An injection's value: a provider is called, a started Resource read, a value itself."""
+    if kind is _VALUE:
         return value
-    if isinstance(value, providers.Resource) and _is_started(value):
+    if kind is _RESOURCE and value.last_overriding is None and value.initialized:
         return _started_value(value)
     return value()
-
-
-def _is_started(resource: providers.Resource[Any]) -> bool:
-    return resource.last_overriding is None and resource.initialized
-
-
-def _is_async_resource(value: object) -> bool:
-    return isinstance(value, providers.Resource) and value.is_async_mode_enabled()
 
 
 def _started_value(resource: providers.Resource[Any]) -> Any:
@@ -250,9 +277,12 @@ def _started_value(resource: providers.Resource[Any]) -> Any:
     return resource._provide((), {})  # type: ignore[attr-defined]
 
 
+_AWAITED = (asyncio.Future, types.CoroutineType)
+
+
 def _is_async(value: object) -> bool:
     """What dependency-injector awaits for you: a future (a task too) or a coroutine."""
-    return isinstance(value, asyncio.Future) or inspect.iscoroutine(value)
+    return isinstance(value, _AWAITED)
 
 
 def _is_ready(value: object) -> bool:

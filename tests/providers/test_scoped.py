@@ -492,6 +492,32 @@ class TestBuilding:
         assert [{"b": 2}, {"b": 2, "c": provider.kwargs["c"]}] == seen
         assert ({"b": 2, "c": 3}, {}) == (built, provider.clear_kwargs().kwargs)
 
+    def test_injections_changed_after_a_resolve_apply_to_the_next_scope(self) -> None:
+        """Each set_/add_/clear_ call after a resolve is what the next scope's instance gets."""
+        provider: Scoped[Any] = Scoped(lambda *args, **kwargs: (args, kwargs), 1, a=1)
+        built = []
+        for change in (
+            lambda: provider.set_args(providers.Object(2)),
+            lambda: provider.add_args(3),
+            lambda: provider.set_kwargs(b=providers.Object(2)),
+            lambda: provider.add_kwargs(c=3),
+            provider.clear_args,
+            provider.clear_kwargs,
+        ):
+            with scope("before"):
+                provider()
+            change()
+            with scope("after"):
+                built.append(provider())
+        assert [
+            ((2,), {"a": 1}),
+            ((2, 3), {"a": 1}),
+            ((2, 3), {"b": 2}),
+            ((2, 3), {"b": 2, "c": 3}),
+            ((), {"b": 2, "c": 3}),
+            ((), {}),
+        ] == built
+
     def test_built_in_a_containers_init_it_is_injected(self) -> None:
         """Providers built step by step in a container's ``__init__`` work as declared ones."""
 
