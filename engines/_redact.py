@@ -174,13 +174,13 @@ _KEY_CUES = (
     "dsn",
     "otp",
 )
+_KEY_CUE = re.compile("|".join(map(re.escape, _KEY_CUES)))
 
 
 def _may_name_a_secret(text: str) -> bool:
     if not text.isascii():
         return True  # the key rule normalises first; let it look at every key
-    lowered = text.lower()
-    return any(cue in lowered for cue in _KEY_CUES)
+    return _KEY_CUE.search(text.lower()) is not None
 
 
 def _separators(text: str) -> list[int]:

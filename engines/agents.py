@@ -78,7 +78,7 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 async def _call_tool(fn: Callable[..., Any], params: dict[str, Any]) -> Any:
     """``fn(**params)``: awaited when async, inline when marked, else in a worker thread
     that sees the caller's context variables (``asyncio.to_thread`` copies them)."""
-    if _is_async(fn) or getattr(fn, _INLINE, False):
+    if getattr(fn, _INLINE, False) or _is_async(fn):
         result = fn(**params)
     else:
         result = await asyncio.to_thread(fn, **params)
@@ -98,9 +98,11 @@ class AgentRun:
     __slots__ = (
         "_caller",
         "_emitter",
+        "_ended",
         "_finished",
         "agent_name",
         "cancel_reason",
+        "cancelled_caller",
         "context",
         "message",
         "stop_reason",
@@ -123,6 +125,24 @@ class AgentRun:
         self._emitter = emitter
         self._caller = caller
         self._finished = False
+        self._ended: asyncio.Future[None] | None = None  # made when somebody waits
+        self.cancelled_caller = False  # the engine stopped the run by cancelling its caller
+
+    @property
+    def caller(self) -> asyncio.Task[Any] | None:
+        """The task that started the run."""
+        return self._caller
+
+    def ended(self) -> asyncio.Future[None]:
+        """A future that :meth:`end` resolves: the engine is done with the run."""
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
+        return self._ended
+
+    def end(self) -> None:
+        """The engine is done with the run: wake whoever waits on :meth:`ended`."""
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
 
     def caller_cancelled(self) -> bool:
         """Whether ``caller``, the task that started this run, is being cancelled."""
@@ -151,7 +171,7 @@ class AgentRun:
         )
 
     def _silent(self) -> bool:
-        return self._finished or self.is_stopping
+        return self._finished or self.stop_reason is not None or self.caller_cancelled()
 
     async def think(self, text: str, *, step: int | None = None) -> None:
         """Report a reasoning step to the user (an ``agent_thinking`` event)."""

@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -46,11 +47,13 @@ class Connection:
         "_idle",
         "_on_failure",
         "_open",
-        "_queue",
+        "_pending",
+        "_queue_size",
         "_queued",
         "_send_timeout",
         "_sent",
         "_task",
+        "_wakeup",
         "connection_id",
         "socket",
         "user_id",
@@ -68,7 +71,9 @@ class Connection:
         self.user_id: str = user_id
         self.connection_id: str = uuid.uuid4().hex
         self.socket: SocketLike = socket
-        self._queue: asyncio.Queue[Mapping[str, Any]] = asyncio.Queue(queue_size)
+        self._pending: deque[Mapping[str, Any]] = deque()
+        self._queue_size = queue_size
+        self._wakeup: asyncio.Future[None] | None = None  # the idle sender waits on it
         self._idle = asyncio.Event()  # set while nothing is queued or being sent
         self._idle.set()
         self._closed = asyncio.Event()  # set once the sender (and any close) has finished
@@ -103,7 +108,7 @@ class Connection:
     @property
     def backlog(self) -> int:
         """How many queued events wait to be sent."""
-        return self._queue.qsize()
+        return len(self._pending)
 
     @property
     def close_reason(self) -> str | None:
@@ -130,19 +135,24 @@ class Connection:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task[None]:
         """Start the sender task on ``loop``."""
+        self._wakeup = wakeup = loop.create_future()
         self._task = loop.create_task(
-            self._pump(), name=f"enginescope-ws-sender-{self.connection_id}"
+            self._pump(wakeup), name=f"enginescope-ws-sender-{self.connection_id}"
         )
         return self._task
 
     def offer(self, event: Mapping[str, Any]) -> bool:
         """Queue ``event`` without waiting; ``False`` if the queue is full."""
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if len(self._pending) >= self._queue_size:
             return False
+        self._pending.append(event)
         self._queued += 1
-        self._idle.clear()
+        wakeup = self._wakeup
+        if wakeup is not None:  # the sender waits: wake it (a busy sender needs nothing)
+            self._wakeup = None
+            self._idle.clear()
+            if not wakeup.done():
+                wakeup.set_result(None)
         return True
 
     def retire(self, reason: str, close_code: int | None) -> asyncio.Task[None] | None:
@@ -192,15 +202,16 @@ class Connection:
 
     # -- the sender ------------------------------------------------------------------
 
-    async def _pump(self) -> None:
+    async def _pump(self, wakeup: asyncio.Future[None]) -> None:
         while True:
-            event = await self._queue.get()
-            if not await self._deliver(event):
+            await wakeup  # resolved by offer()
+            if not await self._deliver():
                 return
-            self._idle.set()  # _deliver returns once the queue is empty
+            self._idle.set()  # _deliver returns once nothing is queued
+            wakeup = self._wakeup = wakeup.get_loop().create_future()
 
-    async def _deliver(self, event: Mapping[str, Any]) -> bool:
-        """Send ``event`` and every event queued behind it; ``False`` if the socket failed.
+    async def _deliver(self) -> bool:
+        """Send every queued event, oldest first; ``False`` if the socket failed.
 
         Each send must finish within the send timeout. One timer covers a burst: it is
         pushed forward only once a tenth of the timeout has passed since it was set, so
@@ -208,16 +219,15 @@ class Connection:
         event.
         """
         now = asyncio.get_running_loop().time
-        queue, timeout = self._queue, self._send_timeout
+        pending, timeout = self._pending, self._send_timeout
         try:
             async with asyncio.timeout(timeout) as deadline:
                 armed = now()
                 while True:
-                    await self.socket.send_json(event)
+                    await self.socket.send_json(pending.popleft())
                     self._sent += 1
-                    if queue.empty():
+                    if not pending:
                         return True
-                    event = queue.get_nowait()
                     if now() - armed > timeout / 10:
                         armed = now()
                         deadline.reschedule(armed + timeout)

@@ -226,7 +226,7 @@ class UserWebSocketEmitter:
     ) -> int:
         """An agent run began; ``data`` items are added to the event's data."""
         payload: dict[str, object] = {"message": None if message is None else _text(message)}
-        extra = sanitize(data) if data is not None else {}
+        extra = sanitize(data) if data is not None else None
         if isinstance(extra, dict):
             payload.update((key, value) for key, value in extra.items() if key != "message")
         return await self._emit("agent_started", agent_name, payload)
@@ -342,7 +342,7 @@ class UserWebSocketEmitter:
             await self.flush_text()
         envelope = self._envelope(event_type, agent_name, data)
         try:
-            reached = _as_count(await self._bridge.send_to_user(self._user_id, envelope))
+            reached = await self._bridge.send_to_user(self._user_id, envelope)
         except Exception:
             self._undelivered += 1
             logger.warning(
@@ -351,11 +351,13 @@ class UserWebSocketEmitter:
                 extra=self._log_fields(envelope),
             )
             return 0
+        if type(reached) is not int:
+            reached = _as_count(reached)
         if reached > 0:
             self._sent += 1
-        else:
-            self._undelivered += 1
-        return reached
+            return reached
+        self._undelivered += 1
+        return 0
 
     def _envelope(
         self, event_type: str, agent_name: str, data: dict[str, object]

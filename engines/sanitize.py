@@ -6,7 +6,6 @@ apps may call it on anything they send to a client themselves.
 
 from __future__ import annotations
 
-import functools
 import math
 import uuid
 from collections import deque
@@ -50,8 +49,8 @@ MAX_DEPTH = "[MAX DEPTH]"
 CYCLE = "[CYCLE]"
 UNSANITISABLE = "[UNSANITISABLE]"
 _MAX_INT_BITS = 1024  # larger ints are not JSON a client can parse (and may not stringify)
-_CACHED_KEY_LENGTH = 64
 _SEQUENCES = (list, tuple, set, frozenset, deque)
+_SCALARS = frozenset({str, int, float, bool, type(None)})  # exact types, not subclasses
 # Values whose str() is their value: sent as (redacted) text.
 _TEXT_LIKE = (
     uuid.UUID,
@@ -83,7 +82,7 @@ def _cut(text: str, limit: int, dropped: int = 0) -> str:
     if len(text) > limit or dropped:
         kept = text[:limit]
         text = f"{kept}…[truncated {len(text) - len(kept) + dropped} chars]"
-    return _valid_unicode(text)
+    return text if text.isascii() else _valid_unicode(text)
 
 
 def truncate_text(text: str, limit: int = 2000) -> str:
@@ -199,11 +198,33 @@ def _key_text(key: object) -> str:
     return _unrepresentable(key)
 
 
-_redacted_key = functools.lru_cache(maxsize=4096)(redact_credentials)
+def _key_name(key: str, max_string: int) -> tuple[str, bool]:
+    """The JSON key for the text ``key`` and whether its value must be redacted."""
+    name = truncate_text(redact_credentials(key), max_string)
+    return name, looks_secret(key) or (name is not key and looks_secret(name))
 
 
-def _redact_key(key: str) -> str:
-    return _redacted_key(key) if len(key) <= _CACHED_KEY_LENGTH else redact_credentials(key)
+def _exact_scalar(value: object, max_string: int) -> object:
+    """A value whose type is exactly one of :data:`_SCALARS`, JSON-ready."""
+    if type(value) is str:
+        return redact_text(value, max_string)
+    if type(value) is float:
+        return _float(value)
+    if type(value) is int:
+        return _int(value)
+    return value  # None or a bool
+
+
+def _flat_dict(value: dict[Any, Any], max_string: int) -> dict[str, object] | None:
+    """``value`` sanitised if it maps strings to plain scalars (as most tool parameters
+    do), without a walk; ``None`` if it holds anything else."""
+    result: dict[str, object] = {}
+    for key, item in value.items():
+        if type(key) is not str or type(item) not in _SCALARS:
+            return None
+        name, secret = _key_name(key, max_string)
+        result[name] = REDACTED if secret else _exact_scalar(item, max_string)
+    return result
 
 
 class _Sanitizer:
@@ -296,10 +317,7 @@ class _Sanitizer:
     def _key(self, key: object) -> tuple[str, bool]:
         """The JSON key for ``key`` and whether its value must be redacted."""
         plain = key if type(key) is str else str.__str__(key) if isinstance(key, str) else None
-        if plain is None:
-            plain = _key_text(key)
-        name = truncate_text(_redact_key(plain), self.max_string)
-        return name, looks_secret(plain) or looks_secret(name)
+        return _key_name(_key_text(key) if plain is None else plain, self.max_string)
 
 
 def sanitize(
@@ -320,14 +338,12 @@ def sanitize(
     form. Never raises.
     """
     try:
-        if type(value) is str:  # the hot path: most event fields are short strings
-            return redact_text(value, max_string)
-        if value is None or type(value) is bool:  # and plain scalars (a step, a duration)
-            return value
-        if type(value) is float:
-            return _float(value)
-        if type(value) is int:
-            return _int(value)
+        if type(value) in _SCALARS:  # the hot path: most event fields are short strings
+            return _exact_scalar(value, max_string)
+        if type(value) is dict and 0 < max_depth and len(value) <= max_items:
+            flat = _flat_dict(value, max_string)
+            if flat is not None:
+                return flat
         return _Sanitizer(max_string, max_items, max_depth).convert(value, 0)
     except Exception:  # noqa: BLE001 - e.g. a bad limit; sanitising must never raise
         return UNSANITISABLE

@@ -11,7 +11,8 @@ met. A benchmark records in ``extra_info`` (``Bench.record`` in ``conftest.py``)
 ("ours", "peer" or "baseline"), ``ops`` per round, and optionally ``rate_unit`` (the row
 then shows operations per second), ``metrics``, ``note`` and ``targets``. Target keys:
 ``max_us`` (our median per operation), ``max_ratio`` (ours/reference), ``min_rate``
-(operations per second), ``max_<metric>`` and ``min_<metric>`` for a recorded metric.
+(operations per second), ``min_rate_ratio`` (our rate over the reference's),
+``max_<metric>`` and ``min_<metric>`` for a recorded metric.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def measured(bench: Bench, ratio: float | None) -> dict[str, float]:
     numbers = {"us": per_op(bench) * 1e6, "rate": 1.0 / per_op(bench)}
     if ratio is not None:
         numbers["ratio"] = ratio
+        numbers["rate_ratio"] = 1.0 / ratio  # reference time / ours: our rate over theirs
     numbers.update(bench["extra_info"].get("metrics", {}))
     return numbers
 

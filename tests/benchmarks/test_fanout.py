@@ -156,7 +156,7 @@ def test_event_fanout(bench: Any, contexts: Callable[..., list[UserExecutionCont
         role="ours",
         ops=len(runs) * EVENTS_PER_RUN,
         rate_unit="events/s",
-        targets={"min_rate": 200_000},
+        targets={"min_rate_ratio": 0.8},  # events/s at least 0.8x bare asyncio's
         metrics={"sockets": USERS, "runs": len(runs)},
     )
 

@@ -86,6 +86,19 @@ class TestOneRun:
             == (table_row(text, GROUP)[5])
         )
 
+    def test_a_rate_target_compares_our_rate_with_the_reference(self) -> None:
+        """min_rate_ratio is our operations per second over the reference's."""
+        fanout = "event fan-out"
+        text = render(
+            run(
+                "3.11.7",
+                bench("test_fanout", "ours", 4.0, group=fanout, targets={"min_rate_ratio": 0.8}),
+                bench("test_bare", "baseline", 1.0, group=fanout),
+            )
+        )
+
+        assert "rate_ratio >= 0.8: MISSED (0.25, 3.20x off)" == table_row(text, fanout)[5]
+
     def test_one_run_is_its_own_table_with_its_python_under_it(self) -> None:
         """With one file there is no table across versions: the table and its machine."""
         data = warm_resolve("3.11.7", 0.28, 0.2)

@@ -225,6 +225,97 @@ class TestEngineCleanup:
         assert not engine.is_active()
 
 
+class TestRunInTheCallersTask:
+    """A run without a deadline runs in its caller's task; stopping it must look the same."""
+
+    async def test_cleanup_leaves_the_caller_uncancelled(self, bridge: RecordingBridge) -> None:
+        """The caller of a run stopped by cleanup gets a failed result and is not cancelled."""
+        gate, agents = Gate(), AgentRegistry()
+        agents.register("slow", gate)
+        engine = make_engine(bridge, agents)
+
+        async def call() -> tuple[str | None, int]:
+            result = await engine.execute_agent("slow", "hi")
+            await asyncio.sleep(0)  # a cancellation left behind would be raised here
+            return result.error, asyncio.current_task().cancelling()  # type: ignore[union-attr]
+
+        caller = asyncio.create_task(call())
+        await gate.started.wait()
+        await engine.cleanup()
+
+        assert ("engine closed", 0) == await caller
+        assert 0 == engine.active_runs
+
+    async def test_the_callers_own_cancellation_still_propagates(
+        self, bridge: RecordingBridge
+    ) -> None:
+        """Cancelled by its owner and by cleanup at once, the caller is cancelled."""
+        gate, agents = Gate(), AgentRegistry()
+        agents.register("slow", gate)
+        engine = make_engine(bridge, agents)
+        caller = asyncio.create_task(engine.execute_agent("slow", "hi"))
+        await gate.started.wait()
+
+        caller.cancel()
+        await engine.cleanup()
+
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert ["agent_started", "agent_stopped"] == bridge.types_for("user-1")
+
+    async def test_an_agent_swallowing_the_stop_leaves_the_caller_uncancelled(
+        self, bridge: RecordingBridge
+    ) -> None:
+        """An agent that ignores cleanup's cancellation still ends the run with a failed
+        result, and its caller carries no cancellation on."""
+        started, agents = asyncio.Event(), AgentRegistry()
+
+        async def stubborn(run: AgentRun) -> str:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                return "ignored"
+            return "unreachable"
+
+        agents.register("stubborn", stubborn)
+        engine = make_engine(bridge, agents)
+
+        async def call() -> tuple[bool, int]:
+            result = await engine.execute_agent("stubborn", "hi")
+            await asyncio.sleep(0)
+            return result.success, asyncio.current_task().cancelling()  # type: ignore[union-attr]
+
+        caller = asyncio.create_task(call())
+        await started.wait()
+        await engine.cleanup()
+
+        assert (False, 0) == await caller
+        assert "agent_stopped" == bridge.types_for("user-1")[-1]
+
+    async def test_a_timeout_around_the_run_still_times_out(self, bridge: RecordingBridge) -> None:
+        """asyncio.timeout around a run stopped by cleanup at the same time still raises
+        TimeoutError: the engine takes back only its own cancellation."""
+        gate, agents = Gate(), AgentRegistry()
+        agents.register("slow", gate)
+        engine = make_engine(bridge, agents)
+
+        deadlines: list[asyncio.Timeout] = []
+
+        async def call() -> None:
+            async with asyncio.timeout(None) as deadline:
+                deadlines.append(deadline)
+                await engine.execute_agent("slow", "hi")
+
+        caller = asyncio.create_task(call())
+        await gate.started.wait()
+        deadlines[0].reschedule(asyncio.get_running_loop().time())  # due with the cleanup
+        await engine.cleanup()
+
+        with pytest.raises(TimeoutError):
+            await caller
+
+
 class TestEngineIdentity:
     async def test_ids_are_unique_and_not_time_based(
         self, factory: ExecutionEngineFactory, make_context: Callable[..., UserExecutionContext]

@@ -13,6 +13,7 @@ import threading
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import PurePosixPath
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import attrs
@@ -393,6 +394,29 @@ class TestRedactionByValue:
         if "earer" in text or "asic" in text:
             return
         assert text == redact_text(text)
+
+
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=30), st.just(BEARER)
+)
+KEYS = st.one_of(st.text(max_size=12), st.sampled_from([*SECRET_KEY_PARTS, "max_tokens", "q"]))
+
+
+class TestFlatDicts:
+    @settings(max_examples=300, deadline=None)
+    @given(value=st.dictionaries(KEYS, SCALARS, max_size=6), max_string=st.integers(-2, 12))
+    def test_property_a_flat_dict_is_sanitised_as_any_mapping(
+        self, value: dict[str, Any], max_string: int
+    ) -> None:
+        """A dict of strings to scalars (taken without a walk) comes out exactly as the same
+        items behind a read-only mapping (walked)."""
+        expected = sanitize(MappingProxyType(value), max_string=max_string, max_items=4)
+
+        assert expected == sanitize(value, max_string=max_string, max_items=4)
+
+    def test_depth_zero_still_stops_a_flat_dict(self) -> None:
+        """max_depth=0 makes even a flat dict the depth marker."""
+        assert "[MAX DEPTH]" == sanitize({"a": 1}, max_depth=0)
 
 
 class TestCueList:
