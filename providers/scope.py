@@ -48,6 +48,9 @@ class Scope:
 
     Instances are cached per provider in this scope only; a child scope never sees its
     parent's instances. A scope belongs to one event loop and is not thread-safe.
+
+    ``get(key, default=None)`` is the instance cached for ``key`` in this scope (a done
+    future when it was async), else ``default``; it never looks at the parent scope.
     """
 
     __slots__ = (
@@ -71,9 +74,7 @@ class Scope:
         self.is_async = is_async  # entered with `async with`, so its teardown can await
         # provider -> instance (or done future); read through get(), dropped by forget()
         self._instances: dict[object, Any] = {}
-        # get(key, default=None): the instance cached for ``key`` in this scope (a done
-        # future when it was async), else ``default``; never looks at the parent scope.
-        # The dict's own method: a warm resolve is one C call, not a Python frame.
+        # get() is the dict's own method: a warm resolve is one C call, not a Python frame.
         self.get: Callable[..., Any] = self._instances.get
         self._pending: dict[object, Creation] = {}
         self._finalizers: list[Finalizer] = []
