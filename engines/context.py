@@ -66,18 +66,24 @@ RESERVED_METADATA_KEYS = frozenset({"user_id", "thread_id", "run_id", "request_i
 
 
 _spare_request_ids: list[str] = []
+_VERSION_4 = bytes(byte & 0x0F | 0x40 for byte in range(256))  # byte 6 of a uuid4
+_RFC_4122_VARIANT = bytes(byte & 0x3F | 0x80 for byte in range(256))  # byte 8
 os.register_at_fork(after_in_child=_spare_request_ids.clear)  # a forked child reads its own
 
 
 def _new_request_id() -> str:
-    """32 random hex digits, the form of ``uuid4().hex`` from the same ``os.urandom``, read
-    64 ids at a time (one system call for 64 contexts)."""
+    """A fresh ``uuid4().hex``, made the way uuid4 makes it (16 bytes of ``os.urandom``, the
+    version and variant bits set) but 64 ids at a time, in one system call, and without a
+    ``UUID`` object per id."""
     try:
         return _spare_request_ids.pop()  # atomic: threads never get the same id
     except IndexError:
-        block = os.urandom(16 * 64).hex()
-        _spare_request_ids.extend(block[start : start + 32] for start in range(32, len(block), 32))
-        return block[:32]
+        block = bytearray(os.urandom(16 * 64))
+        block[6::16] = block[6::16].translate(_VERSION_4)
+        block[8::16] = block[8::16].translate(_RFC_4122_VARIANT)
+        text = block.hex()
+        _spare_request_ids.extend(text[start : start + 32] for start in range(32, len(text), 32))
+        return text[:32]
 
 
 def check_identifier(value: object) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import unicodedata
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
@@ -45,12 +46,16 @@ class TestValidContext:
         assert (ctx.user_id, ctx.thread_id, ctx.run_id) == ("user-42", "thread-7", "run-1")
 
     def test_defaults(self) -> None:
-        """request_id is 32 fresh random hex digits, created_at is UTC now, metadata is empty."""
+        """request_id is a fresh uuid4 hex, created_at is UTC now, metadata is empty."""
         before = datetime.now(UTC)
         first, second = UserExecutionContext(**VALID), UserExecutionContext(**VALID)
         assert len(first.request_id) == 32
         assert set(first.request_id) <= set("0123456789abcdef")
         assert first.request_id != second.request_id
+        ids = [UserExecutionContext(**VALID).request_id for _ in range(200)]  # several blocks
+        parsed = [uuid.UUID(hex=request_id) for request_id in ids]
+        assert ids == [request.hex for request in parsed]
+        assert {(4, uuid.RFC_4122)} == {(request.version, request.variant) for request in parsed}
         assert first.created_at.tzinfo == UTC
         assert before <= first.created_at <= datetime.now(UTC)
         assert dict(first.metadata) == {}
