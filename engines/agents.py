@@ -98,11 +98,9 @@ class AgentRun:
     __slots__ = (
         "_caller",
         "_emitter",
-        "_ended",
         "_finished",
         "agent_name",
         "cancel_reason",
-        "cancelled_caller",
         "context",
         "message",
         "stop_reason",
@@ -125,24 +123,6 @@ class AgentRun:
         self._emitter = emitter
         self._caller = caller
         self._finished = False
-        self._ended: asyncio.Future[None] | None = None  # made when somebody waits
-        self.cancelled_caller = False  # the engine stopped the run by cancelling its caller
-
-    @property
-    def caller(self) -> asyncio.Task[Any] | None:
-        """The task that started the run."""
-        return self._caller
-
-    def ended(self) -> asyncio.Future[None]:
-        """A future that :meth:`end` resolves: the engine is done with the run."""
-        if self._ended is None:
-            self._ended = asyncio.get_running_loop().create_future()
-        return self._ended
-
-    def end(self) -> None:
-        """The engine is done with the run: wake whoever waits on :meth:`ended`."""
-        if self._ended is not None and not self._ended.done():
-            self._ended.set_result(None)
 
     def caller_cancelled(self) -> bool:
         """Whether ``caller``, the task that started this run, is being cancelled."""

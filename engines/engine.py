@@ -155,14 +155,10 @@ class UserExecutionEngine:
         """
         seconds = check_timeout(timeout)
         run = self._start_run(agent_name, message)
-        limit = self.agent_timeout_seconds if seconds is None else seconds
-        caller = run.caller
-        unbounded = limit is None or math.isinf(limit)
-        if unbounded and caller is not None and caller not in self._runs:
-            return await self._run_in_caller(caller, run)
         task = asyncio.create_task(self._run(run), name=f"enginescope-run-{self.engine_id}")
         self._runs[task] = run
         task.add_done_callback(self._forget_run)
+        limit = self.agent_timeout_seconds if seconds is None else seconds
         if limit is None or math.isinf(limit):
             return await self._await_run(task, run)
         try:
@@ -177,26 +173,6 @@ class UserExecutionEngine:
         if task.cancelled():
             return _failed(run, run.cancel_reason or "cancelled", "CancelledError")
         return task.result()
-
-    async def _run_in_caller(self, caller: asyncio.Task[Any], run: AgentRun) -> AgentResult:
-        """A run without a deadline runs in its caller's task, with no task of its own. The
-        engine stops it by cancelling the caller (:meth:`_cancel_runs`) and takes that
-        cancellation back here, so the caller gets a failed result as from a task; the
-        caller's own cancellation propagates."""
-        cancelling = caller.cancelling()
-        self._runs[caller] = run
-        try:
-            result = await self._run(run)
-        except asyncio.CancelledError:
-            if not (run.cancelled_caller and caller.uncancel() <= cancelling):
-                raise
-            return _failed(run, run.cancel_reason or "cancelled", "CancelledError")
-        finally:
-            del self._runs[caller]
-            run.end()
-        if run.cancelled_caller:  # the agent swallowed the engine's cancellation
-            caller.uncancel()
-        return result
 
     async def _await_run(self, task: asyncio.Task[AgentResult], run: AgentRun) -> AgentResult:
         """Wait for a run that has no deadline by awaiting its task directly.
@@ -316,13 +292,10 @@ class UserExecutionEngine:
     async def _cancel_runs(self) -> None:
         if not self._runs:
             return
-        waits: list[asyncio.Future[Any]] = []
         for task, run in list(self._runs.items()):
             run.request_stop("engine_closed", "engine closed")
-            run.cancelled_caller = task is run.caller  # a run in its caller's task
-            waits.append(run.ended() if run.cancelled_caller else task)
             task.cancel()
-        await asyncio.wait(waits)
+        await asyncio.wait(tuple(self._runs))
 
 
 def check_timeout(timeout: object) -> float | None:
