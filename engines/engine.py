@@ -178,16 +178,19 @@ class UserExecutionEngine:
         """Wait for a run that has no deadline by awaiting its task directly.
 
         A cancelled caller cancels the run too (its ``agent_stopped`` event says
-        "cancelled") and the cancellation propagates; a run cancelled by the engine closing is
-        a failed result.
+        "cancelled") and the cancellation propagates, also when the agent swallowed it and
+        returned; a run cancelled by the engine closing is a failed result.
         """
         try:
-            return await task
+            result = await task
         except asyncio.CancelledError:
             if run.caller_cancelled():
                 await _stop(task, run, "cancelled", "cancelled by the caller")
                 raise
-        return _failed(run, run.cancel_reason or "cancelled", "CancelledError")
+            return _failed(run, run.cancel_reason or "cancelled", "CancelledError")
+        if run.caller_cancelled():  # the agent swallowed the caller's cancellation
+            raise asyncio.CancelledError
+        return result
 
     def _start_run(self, agent_name: str, message: str) -> AgentRun:
         if not self._active:

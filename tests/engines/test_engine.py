@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextvars
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import pytest
@@ -31,6 +32,8 @@ FIVE_EVENTS = [
     "tool_completed",
     "agent_completed",
 ]
+
+CURRENT_USER: contextvars.ContextVar[str] = contextvars.ContextVar("CURRENT_USER", default="nobody")
 
 
 def make_engine(
@@ -223,6 +226,168 @@ class TestEngineCleanup:
             await engine.cleanup()
         assert [engine.engine_id] == closed
         assert not engine.is_active()
+
+
+class TestStoppingARunAndItsCaller:
+    """Cleanup stops a run; its caller sees a failed result and only its own cancellation."""
+
+    async def test_cleanup_leaves_the_caller_uncancelled(self, bridge: RecordingBridge) -> None:
+        """The caller of a run stopped by cleanup gets a failed result and is not cancelled."""
+        gate, agents = Gate(), AgentRegistry()
+        agents.register("slow", gate)
+        engine = make_engine(bridge, agents)
+
+        async def call() -> tuple[str | None, int]:
+            result = await engine.execute_agent("slow", "hi")
+            await asyncio.sleep(0)  # a cancellation left behind would be raised here
+            return result.error, asyncio.current_task().cancelling()  # type: ignore[union-attr]
+
+        caller = asyncio.create_task(call())
+        await gate.started.wait()
+        await engine.cleanup()
+
+        assert ("engine closed", 0) == await caller
+        assert 0 == engine.active_runs
+
+    async def test_the_callers_own_cancellation_still_propagates(
+        self, bridge: RecordingBridge
+    ) -> None:
+        """Cancelled by its owner and by cleanup at once, the caller is cancelled."""
+        gate, agents = Gate(), AgentRegistry()
+        agents.register("slow", gate)
+        engine = make_engine(bridge, agents)
+        caller = asyncio.create_task(engine.execute_agent("slow", "hi"))
+        await gate.started.wait()
+
+        caller.cancel()
+        await engine.cleanup()
+
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert ["agent_started", "agent_stopped"] == bridge.types_for("user-1")
+
+    async def test_an_agent_swallowing_the_stop_leaves_the_caller_uncancelled(
+        self, bridge: RecordingBridge
+    ) -> None:
+        """An agent that ignores cleanup's cancellation still ends the run with a failed
+        result, and its caller carries no cancellation on."""
+        started, agents = asyncio.Event(), AgentRegistry()
+
+        async def stubborn(run: AgentRun) -> str:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                return "ignored"
+            return "unreachable"
+
+        agents.register("stubborn", stubborn)
+        engine = make_engine(bridge, agents)
+
+        async def call() -> tuple[bool, int]:
+            result = await engine.execute_agent("stubborn", "hi")
+            await asyncio.sleep(0)
+            return result.success, asyncio.current_task().cancelling()  # type: ignore[union-attr]
+
+        caller = asyncio.create_task(call())
+        await started.wait()
+        await engine.cleanup()
+
+        assert (False, 0) == await caller
+        assert "agent_stopped" == bridge.types_for("user-1")[-1]
+
+    async def test_a_timeout_around_the_run_still_times_out(self, bridge: RecordingBridge) -> None:
+        """asyncio.timeout around a run stopped by cleanup at the same time still raises
+        TimeoutError: the engine takes back only its own cancellation."""
+        gate, agents = Gate(), AgentRegistry()
+        agents.register("slow", gate)
+        engine = make_engine(bridge, agents)
+
+        deadlines: list[asyncio.Timeout] = []
+
+        async def call() -> None:
+            async with asyncio.timeout(None) as deadline:
+                deadlines.append(deadline)
+                await engine.execute_agent("slow", "hi")
+
+        caller = asyncio.create_task(call())
+        await gate.started.wait()
+        deadlines[0].reschedule(asyncio.get_running_loop().time())  # due with the cleanup
+        await engine.cleanup()
+
+        with pytest.raises(TimeoutError):
+            await caller
+
+    async def test_the_callers_cancellation_propagates_when_the_agent_swallows_it(
+        self, bridge: RecordingBridge
+    ) -> None:
+        """Cancelled by its owner while its agent swallows the cancellation, the caller is
+        still cancelled once the run ends, as when the run had a task of its own."""
+        started, agents = asyncio.Event(), AgentRegistry()
+        agents.register("swallow", _swallow_once(started))
+        engine = make_engine(bridge, agents)
+        caller = asyncio.create_task(engine.execute_agent("swallow", "hi"))
+        await started.wait()
+
+        caller.cancel()
+
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert "agent_stopped" == bridge.types_for("user-1")[-1]
+
+    async def test_a_timeout_around_a_swallowing_agent_still_times_out(
+        self, bridge: RecordingBridge
+    ) -> None:
+        """asyncio.timeout around a run whose agent swallows the timeout's cancellation
+        still raises TimeoutError."""
+        started, agents = asyncio.Event(), AgentRegistry()
+        agents.register("swallow", _swallow_once(started))
+        engine = make_engine(bridge, agents)
+        deadlines: list[asyncio.Timeout] = []
+
+        async def call() -> None:
+            async with asyncio.timeout(None) as deadline:
+                deadlines.append(deadline)
+                await engine.execute_agent("swallow", "hi")
+
+        caller = asyncio.create_task(call())
+        await started.wait()
+        deadlines[0].reschedule(asyncio.get_running_loop().time())
+
+        with pytest.raises(TimeoutError):
+            await caller
+
+    async def test_context_variables_an_agent_sets_stay_in_its_run(
+        self, bridge: RecordingBridge
+    ) -> None:
+        """A context variable one user's agent sets is not seen by its caller, nor by the
+        next user's agent run from the same task (as when each run had its own task)."""
+        seen: list[str] = []
+        agents = AgentRegistry()
+
+        async def remember_user(run: AgentRun) -> None:
+            seen.append(CURRENT_USER.get())
+            CURRENT_USER.set(run.context.user_id)
+
+        agents.register("remember", remember_user)
+        for user_id in ("user-a", "user-b"):
+            await make_engine(bridge, agents, user_id=user_id).execute_agent("remember", "hi")
+
+        assert (["nobody", "nobody"], "nobody") == (seen, CURRENT_USER.get())
+
+
+def _swallow_once(started: asyncio.Event) -> Callable[[AgentRun], Awaitable[str]]:
+    """An agent that swallows the first cancellation it gets and then returns."""
+
+    async def agent(run: AgentRun) -> str:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return "swallowed"
+        return "unreachable"
+
+    return agent
 
 
 class TestEngineIdentity:
