@@ -272,16 +272,7 @@ class TestStoppingARunAndItsCaller:
         """An agent that ignores cleanup's cancellation still ends the run with a failed
         result, and its caller carries no cancellation on."""
         started, agents = asyncio.Event(), AgentRegistry()
-
-        async def stubborn(run: AgentRun) -> str:
-            started.set()
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                return "ignored"
-            return "unreachable"
-
-        agents.register("stubborn", stubborn)
+        agents.register("stubborn", _swallow_once(started))
         engine = make_engine(bridge, agents)
 
         async def call() -> tuple[bool, int]:
@@ -303,16 +294,9 @@ class TestStoppingARunAndItsCaller:
         agents.register("slow", gate)
         engine = make_engine(bridge, agents)
 
-        deadlines: list[asyncio.Timeout] = []
-
-        async def call() -> None:
-            async with asyncio.timeout(None) as deadline:
-                deadlines.append(deadline)
-                await engine.execute_agent("slow", "hi")
-
-        caller = asyncio.create_task(call())
+        caller, deadline = _under_a_deadline(engine, "slow")
         await gate.started.wait()
-        deadlines[0].reschedule(asyncio.get_running_loop().time())  # due with the cleanup
+        deadline.reschedule(asyncio.get_running_loop().time())  # due with the cleanup
         await engine.cleanup()
 
         with pytest.raises(TimeoutError):
@@ -343,16 +327,9 @@ class TestStoppingARunAndItsCaller:
         started, agents = asyncio.Event(), AgentRegistry()
         agents.register("swallow", _swallow_once(started))
         engine = make_engine(bridge, agents)
-        deadlines: list[asyncio.Timeout] = []
-
-        async def call() -> None:
-            async with asyncio.timeout(None) as deadline:
-                deadlines.append(deadline)
-                await engine.execute_agent("swallow", "hi")
-
-        caller = asyncio.create_task(call())
+        caller, deadline = _under_a_deadline(engine, "swallow")
         await started.wait()
-        deadlines[0].reschedule(asyncio.get_running_loop().time())
+        deadline.reschedule(asyncio.get_running_loop().time())
 
         with pytest.raises(TimeoutError):
             await caller
@@ -374,6 +351,20 @@ class TestStoppingARunAndItsCaller:
             await make_engine(bridge, agents, user_id=user_id).execute_agent("remember", "hi")
 
         assert (["nobody", "nobody"], "nobody") == (seen, CURRENT_USER.get())
+
+
+def _under_a_deadline(
+    engine: UserExecutionEngine, agent_name: str
+) -> tuple[asyncio.Task[None], asyncio.Timeout]:
+    """A task running ``agent_name`` inside ``asyncio.timeout(None)``, and that timeout (to
+    reschedule)."""
+    deadline = asyncio.timeout(None)
+
+    async def call() -> None:
+        async with deadline:
+            await engine.execute_agent(agent_name, "hi")
+
+    return asyncio.create_task(call()), deadline
 
 
 def _swallow_once(started: asyncio.Event) -> Callable[[AgentRun], Awaitable[str]]:
