@@ -76,7 +76,7 @@ class UserExecutionEngine:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(agents, AgentRegistry) or agents is None:
-            agents = (agents or AgentRegistry()).for_user(context)
+            agents = (AgentRegistry() if agents is None else agents).for_user(context)
         self.engine_id = engine_id or new_engine_id()
         self.context = context
         self.websocket_emitter = websocket_emitter

@@ -228,6 +228,25 @@ class TestEngineCleanup:
         assert not engine.is_active()
 
 
+class TestAgentsRegisteredLater:
+    async def test_an_empty_registry_passed_in_is_the_one_used(
+        self, bridge: RecordingBridge
+    ) -> None:
+        """A registry empty when the engine is built is still its registry: an agent
+        registered on it afterwards runs."""
+        agents = AgentRegistry()
+        engine = make_engine(bridge, agents)
+        agents.register("late", lambda run: _answer("here"))
+
+        result = await engine.execute_agent("late", "hi")
+
+        assert (True, "here") == (result.success, result.result)
+
+
+async def _answer(text: str) -> str:
+    return text
+
+
 class TestStoppingARunAndItsCaller:
     """Cleanup stops a run; its caller sees a failed result and only its own cancellation."""
 
