@@ -46,21 +46,7 @@ __all__ = [
 
 MAX_ID_LENGTH = 256
 PLACEHOLDER_IDS = frozenset(
-    {
-        "none",
-        "null",
-        "nil",
-        "nan",
-        "undefined",
-        "placeholder",
-        "registry",
-        "unknown",
-        "n/a",
-        "tbd",
-        "todo",
-        "dummy",
-        "changeme",
-    }
+    "none null nil nan undefined placeholder registry unknown n/a tbd todo dummy changeme".split()  # noqa: SIM905
 )
 RESERVED_METADATA_KEYS = frozenset({"user_id", "thread_id", "run_id", "request_id"})
 
@@ -349,6 +335,14 @@ class UserExecutionContext(BaseModel):
         """Build a context from a mapping, raising :class:`InvalidContextError` on bad input."""
         try:
             return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            raise _to_context_error(exc) from None
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
+        """Build a context from JSON, raising :class:`InvalidContextError` on bad input."""
+        try:
+            return super().model_validate_json(json_data, **kwargs)
         except ValidationError as exc:
             raise _to_context_error(exc) from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import unicodedata
 import uuid
@@ -205,6 +206,16 @@ class TestInvalidContext:
         with pytest.raises(InvalidContextError) as caught:
             UserExecutionContext.model_validate(with_(thread_id="null"))
         assert caught.value.field == "thread_id"
+
+    def test_model_validate_json_raises_invalid_context_error(self) -> None:
+        """model_validate_json names the bad field too, and builds a context from good JSON."""
+        good = UserExecutionContext.model_validate_json(json.dumps(VALID))
+        with pytest.raises(InvalidContextError) as caught:
+            UserExecutionContext.model_validate_json(json.dumps(with_(thread_id="null")))
+        with pytest.raises(InvalidContextError) as broken:
+            UserExecutionContext.model_validate_json("{not json")
+        assert ("user-42", "thread_id") == (good.user_id, caught.value.field)
+        assert isinstance(broken.value, ValueError)
 
     def test_longest_allowed_id_is_accepted(self) -> None:
         """An id of exactly the maximum length is valid."""
