@@ -244,9 +244,8 @@ class _Plan:
     def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.positional = tuple((_kind(value), value) for value in args)
         self.named = tuple((name, _kind(value), value) for name, value in kwargs.items())
-        self.resources = tuple(
-            value for value in (*args, *kwargs.values()) if _kind(value) is _RESOURCE
-        )
+        kinds = (*self.positional, *((kind, value) for _, kind, value in self.named))
+        self.resources = tuple(value for kind, value in kinds if kind is _RESOURCE)
 
 
 def _kind(value: Any) -> str:
