@@ -281,6 +281,11 @@ class WebSocketGateway:
         if not isinstance(data, dict):
             await session.send_error("invalid_message", "A message is a JSON object.")
             return
+        if "\\u" in frame and not _is_unicode(data):  # only an escape makes a lone surrogate
+            await session.send_error(
+                "invalid_message", "A message's strings are Unicode text (no lone surrogates)."
+            )
+            return
         await self._handle(session, data)
 
     async def _handle(self, session: Session, data: Mapping[str, Any]) -> None:
@@ -355,6 +360,16 @@ class WebSocketGateway:
                 "chat run failed", extra={"user_id": session.user_id, "run_id": context.run_id}
             )
             await session.send_error("internal_error", "The run failed; see the server log.")
+
+
+def _is_unicode(data: object) -> bool:
+    """Whether every string in parsed JSON can be encoded (no lone surrogate escapes), so it
+    can be echoed, stored and sent on."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _size(frame: str | bytes) -> int:

@@ -301,6 +301,8 @@ class TestServe:
             ('{"type": "message", "text": "hi", "thread_id": {"a": 1}}', "invalid_message"),
             ('{"type": ["message"], "text": "hi"}', "invalid_message"),
             ('{"type": {"x": 1}}', "invalid_message"),
+            ('{"type": "cancel", "run_id": "\\ud800"}', "invalid_message"),
+            ('{"type": "message", "text": "\\udfff"}', "invalid_message"),
         ],
     )
     def test_a_bad_message_is_an_error_event_and_the_socket_stays_open(

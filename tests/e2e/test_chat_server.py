@@ -208,6 +208,28 @@ class TestBadInput:
         assert ["invalid_json", "unknown_type", "invalid_message"] == [e["code"] for e in errors]
         assert [FIVE] == list(by_run(events).values())
 
+    async def test_lone_surrogate_escapes_get_an_error_event_and_the_socket_stays_open(
+        self, chat_server: ChatServer
+    ) -> None:
+        """A frame whose strings are not Unicode (a lone surrogate escape such as \\ud800, in
+        a run id to cancel, a thread id, a text or a key) is ``invalid_message``: nothing of
+        it is echoed or run, the socket stays open, and a run works after."""
+        frames = [
+            '{"type": "cancel", "run_id": "\\ud800"}',
+            '{"type": "message", "text": "hi", "thread_id": "\\udfff"}',
+            '{"type": "message", "text": "hi \\ud83d"}',
+            '{"type": "ping", "\\ud800": 1}',
+        ]
+        socket, _ = await open_session(chat_server, "Sam")
+        async with socket:
+            for frame in frames:
+                await socket.send(frame)
+            errors = [await receive(socket) for _ in frames]
+            await socket.send(json.dumps({"type": "message", "text": "1 + 1"}))
+            events = await receive_runs(socket, 1)
+        assert ["invalid_message"] * len(frames) == [e["code"] for e in errors]
+        assert [FIVE] == list(by_run(events).values())
+
 
 class TestEndpoints:
     def test_healthz_metrics_and_the_page(self, chat_server: ChatServer) -> None:
